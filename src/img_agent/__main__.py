@@ -1,0 +1,3 @@
+from img_agent.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""Configuration: command-line flags > environment (``IMG_AGENT_*``, ``LLM_*``, ``.env``) > defaults.
+
+Entry points (CLI, MCP server) build a :class:`Settings` once, passing the flags the user
+gave as keyword arguments; library code receives the object and never reads the
+environment itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "ViT-B-32"
+DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
+DEFAULT_TOPK = 20
+MAX_TOPK = 1000
+DEFAULT_MERGE_THRESHOLD = 1000  # as in the seed design
+
+
+def default_data_dir() -> Path:
+    """Per-user data directory following each platform's convention."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "img-agent"
+
+
+class Settings(BaseSettings):
+    """Everything the engine and its adapters can be told. Env prefix ``IMG_AGENT_``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IMG_AGENT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir, description="Where the catalog, vectors and index live.")
+    model: str = Field(DEFAULT_MODEL, description="open_clip model name, or 'tiny-test' (random weights, offline).")
+    pretrained: str = Field(
+        DEFAULT_PRETRAINED,
+        description="open_clip pretrained tag (e.g. laion2b_s34b_b79k, openai) or a local checkpoint file.",
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Torch device; auto = cuda, then mps, then cpu.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Images per model forward pass.")
+    workers: int = Field(
+        default_factory=lambda: max(1, min(8, os.cpu_count() or 1)),
+        ge=0,
+        le=64,
+        description="Threads decoding images while the model runs (0 = decode inline).",
+    )
+    index_string: str = Field(
+        "auto",
+        description="'auto' (choose by collection size) or a faiss factory string such as 'IVF4096,PQ32x8'.",
+    )
+    nprobe: int | None = Field(None, ge=1, description="IVF lists probed per query; default scales with nlist.")
+    rerank: int = Field(
+        10, ge=1, le=100, description="For compressed indexes: candidates re-ranked exactly = rerank x k (at least 100)."
+    )
+    merge_threshold: int = Field(
+        DEFAULT_MERGE_THRESHOLD, ge=1, description="Buffer size at which an add merges the buffer into the main index."
+    )
+    auto_rebuild: bool = Field(True, description="After 'index', retrain when the collection outgrew its index type.")
+    topk: int = Field(DEFAULT_TOPK, ge=1, le=MAX_TOPK, description="Default number of results.")
+    max_image_pixels: int = Field(
+        100_000_000, ge=1, description="Images with more pixels are skipped (decompression-bomb guard)."
+    )
+    max_file_bytes: int = Field(200 * 1024 * 1024, ge=1, description="Image files larger than this are skipped.")
+    image_roots: list[Path] = Field(
+        default_factory=list, description="Configured image folders; default allowed roots for tool file access."
+    )
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _expand_data_dir(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("image_roots", mode="after")
+    @classmethod
+    def _expand_roots(cls, value: list[Path]) -> list[Path]:
+        return [p.expanduser().resolve() for p in value]
+
+
+class LLMSettings(BaseSettings):
+    """OpenAI-compatible LLM endpoint. Env prefix ``LLM_`` as in the seed (``LLM_BASE_URL`` ...)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LLM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    base_url: str | None = Field(None, description="e.g. https://api.openai.com/v1 or a local server.")
+    api_key: str | None = Field(None, description="API key; some local servers accept any value.")
+    model: str = Field("gpt-4o-mini", description="Chat model name.")
+    timeout: float = Field(30.0, gt=0, description="Seconds per LLM request.")
+    max_retries: int = Field(2, ge=0, le=10, description="Retries on timeouts, 429 and 5xx.")
+    vision: Literal["auto", "yes", "no"] = Field(
+        "auto", description="Send thumbnails to the model: auto = try, and fall back to text if refused."
+    )
+    prompts_dir: Path | None = Field(None, description="Folder whose prompt files override the bundled ones.")
+
+    @property
+    def enabled(self) -> bool:
+        """An LLM is configured when a base URL or an API key is set."""
+        return bool(self.base_url or self.api_key)

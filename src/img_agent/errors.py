@@ -1,0 +1,83 @@
+"""The errors img-agent raises, one small tree.
+
+Every message says what happened and what to do about it, so adapters can hand
+``str(error)`` to a person or a model unchanged.
+
+    ImgAgentError
+    ├── ConfigError            bad setting or flag value
+    ├── ModelError             CLIP model cannot be built or weights cannot be had
+    ├── StoreError             data directory problems
+    │   ├── StoreVersionError      store written by a newer img-agent
+    │   ├── StoreCorruptError      files missing or damaged
+    │   └── ModelMismatchError     store was built with another model / dimension
+    ├── InvalidInputError      a caller passed something unusable (bad k, bad vector shape)
+    │   ├── NotFoundError          unknown image id or path
+    │   ├── ImageDecodeError       bytes/file that are not a usable image
+    │   └── AccessDeniedError      path outside the allowed roots
+    ├── BusyError              a maintenance job is already running
+    ├── CancelledError         a long job was cancelled by its caller
+    └── LLMError               the configured LLM failed (after retries)
+        └── LLMNotConfiguredError
+"""
+
+from __future__ import annotations
+
+
+class ImgAgentError(Exception):
+    """Base class of every error img-agent raises on purpose."""
+
+
+class ConfigError(ImgAgentError):
+    """A setting or flag has an unusable value."""
+
+
+class ModelError(ImgAgentError):
+    """The CLIP model cannot be built, or its weights cannot be obtained."""
+
+
+class StoreError(ImgAgentError):
+    """The data directory cannot be used as it is."""
+
+
+class StoreVersionError(StoreError):
+    """The store was written by a newer img-agent."""
+
+
+class StoreCorruptError(StoreError):
+    """Files of the store are missing or damaged."""
+
+
+class ModelMismatchError(StoreError):
+    """The store holds embeddings of another model or dimension."""
+
+
+class InvalidInputError(ImgAgentError, ValueError):
+    """A caller passed a value the operation cannot use."""
+
+
+class NotFoundError(InvalidInputError):
+    """An image id or path is not in the catalog."""
+
+
+class ImageDecodeError(InvalidInputError):
+    """Bytes or a file that cannot be decoded as an image."""
+
+
+class AccessDeniedError(InvalidInputError):
+    """A path outside the allowed roots."""
+
+
+class BusyError(ImgAgentError):
+    """A maintenance job (merge, rebuild) is already running."""
+
+
+class CancelledError(ImgAgentError):
+    """A long job stopped because its caller cancelled it."""
+
+
+class LLMError(ImgAgentError):
+    """The configured LLM failed, after retries."""
+
+
+class LLMNotConfiguredError(LLMError):
+    """An LLM feature was asked for but no LLM is configured."""

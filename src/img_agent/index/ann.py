@@ -1,0 +1,193 @@
+"""Faiss index plans: which index for which collection size, how to build, search and store it.
+
+All indexes use inner product on unit vectors (= cosine). Ids inside every index are the catalog's
+image ids: IVF indexes take them natively, others are wrapped in ``IndexIDMap2``. Deleted and
+filtered-out ids are excluded inside the search with an ``IDSelectorBitmap`` over the dense id space.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from img_agent.errors import ConfigError
+from img_agent.index.models import ProgressCallback
+from img_agent.index.vectors import fsync_dir
+
+log = logging.getLogger(__name__)
+
+# The automatic choice by collection size, as data: (largest N, factory template). ``{nlist}`` is
+# filled with nlist_for(N), ``{pq_m}`` with dim // 16. Derived from the sweep in docs/benchmarks.md.
+AUTO_RULES: tuple[tuple[float, str], ...] = (
+    (50_000, "Flat"),
+    (4_000_000, "IVF{nlist},SQ8"),
+    (math.inf, "IVF{nlist},PQ{pq_m}x8"),
+)
+MIN_POINTS_PER_CENTROID = 39  # faiss warns below this many training points per list / codebook entry
+MAX_TRAIN_POINTS_PER_CENTROID = 64
+ADD_CHUNK = 65_536
+_SEED = 1234
+
+
+def nlist_for(n: int) -> int:
+    """IVF list count for n vectors: the power of two nearest 4*sqrt(n), within [64, 65536]."""
+    target = 4 * math.sqrt(max(n, 1))
+    return int(min(65_536, max(64, 2 ** round(math.log2(target)))))
+
+
+def default_nprobe(nlist: int) -> int:
+    """Lists probed per query: nlist/64 (1.6 % of the data), at least 16, at most nlist."""
+    return int(min(nlist, max(16, nlist // 64)))
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """What to build: a faiss factory string and how to search it."""
+
+    factory: str
+    nlist: int | None = None
+    nprobe: int | None = None
+    min_train: int = 0
+    note: str | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self.min_train > 0
+
+    @property
+    def exact_scores(self) -> bool:
+        """Whether the index stores full vectors (distances are exact inner products)."""
+        codes = self.factory.split(",")[-1]
+        return codes == "Flat" or (codes.startswith("HNSW") and "," not in self.factory)
+
+    @property
+    def is_hnsw(self) -> bool:
+        return self.factory.startswith("HNSW")
+
+
+def _parse(factory: str, dim: int) -> tuple[int | None, int]:
+    """(nlist, minimum training points) of a factory string; ConfigError if faiss rejects it."""
+    import faiss
+
+    try:
+        faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "rejected"
+        raise ConfigError(
+            f"Index string {factory!r} is not a valid faiss factory string for {dim}-d vectors ({first}). "
+            "Use 'auto' or a string such as 'Flat', 'IVF1024,Flat', 'IVF4096,SQ8', 'IVF4096,PQ32x8', 'HNSW32'."
+        ) from exc
+    m = re.search(r"IVF(\d+)", factory)
+    nlist = int(m.group(1)) if m else None
+    need = MIN_POINTS_PER_CENTROID * nlist if nlist else 0
+    pq = re.search(r"PQ(\d+)(?:x(\d+))?", factory)
+    if pq:
+        bits = int(pq.group(2) or 8)
+        need = max(need, MIN_POINTS_PER_CENTROID * 2**bits)
+    if re.search(r"SQ|LSH|OPQ|PCA", factory) and not need:
+        need = 1
+    return nlist, need
+
+
+def plan_for(n: int, dim: int, index_string: str = "auto", nprobe: int | None = None) -> IndexPlan:
+    """The index to build for n live vectors. Falls back to exact search when n cannot train it."""
+    if index_string == "auto":
+        template = next(t for limit, t in AUTO_RULES if n <= limit)
+        factory = template.format(nlist=nlist_for(n), pq_m=max(1, dim // 16))
+    else:
+        factory = index_string.strip()
+    nlist, need = _parse(factory, dim)
+    if n < need:
+        return IndexPlan(
+            "Flat",
+            note=f"{factory!r} needs at least {need:,} vectors to train; exact search is used until the "
+            f"collection has that many, then a rebuild trains it.",
+        )
+    probe = None
+    if nlist:
+        probe = min(nlist, nprobe) if nprobe else default_nprobe(nlist)
+    return IndexPlan(factory, nlist=nlist, nprobe=probe, min_train=need)
+
+
+def build(
+    plan: IndexPlan,
+    dim: int,
+    ids: np.ndarray,
+    rows: Callable[[np.ndarray], np.ndarray],
+    progress: ProgressCallback | None = None,
+):
+    """Train (if needed) and fill a new index with the vectors of ``ids``, read through ``rows(ids)``."""
+    import faiss
+
+    index = faiss.index_factory(dim, plan.factory, faiss.METRIC_INNER_PRODUCT)
+    if not _takes_ids(index):
+        index = faiss.IndexIDMap2(index)
+    n = len(ids)
+    if plan.trained:
+        per = MAX_TRAIN_POINTS_PER_CENTROID * (plan.nlist or 256)
+        size = min(n, max(plan.min_train, per))
+        rng = np.random.default_rng(_SEED)
+        sample = np.sort(rng.choice(ids, size=size, replace=False)) if size < n else ids
+        if progress:
+            progress(0, n, f"training {plan.factory} on {size:,} vectors")
+        index.train(np.ascontiguousarray(rows(sample), dtype=np.float32))
+    for start in range(0, n, ADD_CHUNK):
+        chunk = ids[start : start + ADD_CHUNK]
+        index.add_with_ids(np.ascontiguousarray(rows(chunk), dtype=np.float32), chunk.astype(np.int64))
+        if progress:
+            progress(min(n, start + ADD_CHUNK), n, f"adding to {plan.factory}")
+    return index
+
+
+def _takes_ids(index) -> bool:
+    import faiss
+
+    try:
+        faiss.extract_index_ivf(index)
+        return True
+    except RuntimeError:
+        return False
+
+
+def search_params(plan: IndexPlan, selector, nprobe: int | None = None):
+    """Per-call search parameters (thread-safe, unlike setting index.nprobe)."""
+    import faiss
+
+    if plan.nlist:
+        return faiss.SearchParametersIVF(sel=selector, nprobe=int(nprobe or plan.nprobe or 1))
+    if plan.is_hnsw:
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=128)
+    return faiss.SearchParameters(sel=selector)
+
+
+def bitmap_selector(bitmap: np.ndarray):
+    """Selector over a packed little-endian bitmap (bit i set = id i allowed). Keep ``bitmap`` alive."""
+    import faiss
+
+    return faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+
+
+def write_index(index, path: Path) -> None:
+    """Write atomically: temporary file, fsync, rename, fsync the folder."""
+    import faiss
+
+    tmp = path.with_name(path.name + ".tmp")
+    faiss.write_index(index, str(tmp))
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def read_index(path: Path):
+    import faiss
+
+    return faiss.read_index(str(path))
+

@@ -1,0 +1,100 @@
+"""Typed results of engine operations, shared by every adapter (CLI, MCP, OpenAI, agent)."""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+from pydantic import BaseModel, Field
+
+ProgressCallback = Callable[[int, "int | None", str], None]
+"""``progress(done, total, message)``; total is None while unknown."""
+
+
+class ImageRecord(BaseModel):
+    """One catalogued image."""
+
+    id: int = Field(description="Stable image id.")
+    path: str = Field(description="Absolute path of the file when it was indexed.")
+    sha256: str = Field(description="Content hash.")
+    size: int = Field(description="File size in bytes.")
+    width: int = Field(description="Pixel width (after EXIF orientation).")
+    height: int = Field(description="Pixel height (after EXIF orientation).")
+    format: str = Field(description="Image format as decoded, e.g. JPEG, PNG.")
+    mtime: float = Field(description="File modification time (Unix seconds).")
+    added_at: float = Field(description="When it was indexed (Unix seconds).")
+    description: str | None = Field(None, description="Optional free-text description.")
+    tags: list[str] = Field(default_factory=list, description="Optional tags.")
+
+
+class SearchHit(ImageRecord):
+    """One search result: the catalog record plus its rank and cosine score."""
+
+    rank: int = Field(description="1-based rank in this result list.")
+    score: float = Field(description="Cosine similarity to the query, in [-1, 1]; higher is better.")
+
+
+class SearchFilter(BaseModel):
+    """Restricts a search to some images; applied inside the index search, so k results still come back."""
+
+    path_prefix: str | None = Field(None, description="Only images whose absolute path starts with this.")
+    path_glob: str | None = Field(None, description="Only images whose absolute path matches this glob (* spans '/').")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.path_prefix or self.path_glob)
+
+
+class SkippedItem(BaseModel):
+    path: str
+    reason: str
+
+
+class AddReport(BaseModel):
+    """What an add did, per file."""
+
+    added: list[int] = Field(default_factory=list, description="Ids of newly indexed images.")
+    added_paths: list[str] = Field(default_factory=list, description="Paths of newly indexed images, same order as added.")
+    replaced: list[int] = Field(default_factory=list, description="Old ids retired because their file changed.")
+    unchanged: int = Field(0, description="Files already indexed with identical content.")
+    skipped: list[SkippedItem] = Field(default_factory=list, description="Files not indexed, with the reason.")
+    removed_missing: list[int] = Field(default_factory=list, description="Ids removed because their file vanished.")
+    merged: bool = Field(False, description="Whether the buffer was merged into the main index afterwards.")
+    cancelled: bool = Field(False, description="True when the caller cancelled; everything listed as added is kept.")
+
+
+class RemoveReport(BaseModel):
+    removed: list[int] = Field(default_factory=list, description="Ids now removed (invisible to search).")
+    not_found: list[str] = Field(default_factory=list, description="Ids or paths that matched no live image.")
+
+
+class MaintenanceReport(BaseModel):
+    operation: Literal["merge", "rebuild"]
+    moved: int = Field(description="Vectors written into the new main index generation.")
+    dropped: int = Field(0, description="Deleted vectors physically removed (rebuild only).")
+    generation: int = Field(description="Main index generation after the operation.")
+    index: str = Field(description="Main index description after the operation.")
+    seconds: float
+    retrained: bool = Field(description="Whether a quantizer was (re)trained.")
+
+
+class IndexStatus(BaseModel):
+    live: int = Field(description="Searchable images.")
+    main: int = Field(description="Live images in the main index.")
+    buffer: int = Field(description="Live images in the exact buffer, not yet merged.")
+    deleted: int = Field(description="Removed images still physically in the main index (dropped by rebuild).")
+    index: str = Field(description="Main index description, e.g. 'Flat' or 'IVF1024,SQ8'.")
+    index_string: str = Field(description="Configured index string ('auto' or a faiss factory string).")
+    trained: bool = Field(description="Whether the main index carries a trained quantizer.")
+    nlist: int | None = Field(None, description="IVF lists (None for non-IVF).")
+    nprobe: int | None = Field(None, description="IVF lists probed per query (None for non-IVF).")
+    rerank_candidates: int | None = Field(None, description="Candidates re-ranked exactly per 10 results, for compressed codes.")
+    model: str
+    pretrained: str
+    dim: int
+    generation: int = Field(description="Main index generation number (0 = none yet).")
+    bytes_on_disk: int
+    data_dir: str
+    merge_threshold: int
+    last_merge: float | None = Field(None, description="Unix time of the last merge.")
+    last_rebuild: float | None = Field(None, description="Unix time of the last rebuild.")
+    hints: list[str] = Field(default_factory=list, description="Advice, e.g. that a merge or rebuild is due.")
