@@ -16,7 +16,6 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "ViT-B-32"
-DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 DEFAULT_TOPK = 20
 MAX_TOPK = 1000
 DEFAULT_MERGE_THRESHOLD = 1000  # as in the seed design
@@ -46,9 +45,10 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default_factory=default_data_dir, description="Where the catalog, vectors and index live.")
     model: str = Field(DEFAULT_MODEL, description="open_clip model name, or 'tiny-test' (random weights, offline).")
-    pretrained: str = Field(
-        DEFAULT_PRETRAINED,
-        description="open_clip pretrained tag (e.g. laion2b_s34b_b79k, openai) or a local checkpoint file.",
+    pretrained: str | None = Field(
+        None,
+        description="open_clip pretrained tag (e.g. laion2b_s34b_b79k, openai) or a local checkpoint file; "
+        "default: the model's recommended tag.",
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Torch device; auto = cuda, then mps, then cpu.")
     batch_size: int = Field(32, ge=1, le=4096, description="Images per model forward pass.")

@@ -558,7 +558,8 @@ class Engine:
             live_ids = np.flatnonzero(view.live).astype(np.int64)
             dropped = (view.main.ntotal if view.main is not None else 0) + len(view.buffer_ids) - len(live_ids)
             if not len(live_ids):
-                self._publish(None, None, view.generation + 1, live_ids, rebuild=True, last_rebuild=time.time())
+                # nothing left: no main index at all (generation 0), every stale file removed
+                self._publish(None, None, 0, live_ids, rebuild=True, last_rebuild=time.time())
                 return self._report("rebuild", 0, dropped, self._view, t0, retrained=False)
             plan = ann.plan_for(len(live_ids), self.dim, index_string or self.settings.index_string, self.settings.nprobe)
             index = ann.build(plan, self.dim, live_ids, self.store.get, progress)
@@ -579,7 +580,7 @@ class Engine:
             keep = ~np.isin(view.buffer_ids, ids, assume_unique=True)
             buf_ids, buf_vecs = view.with_buffer(keep)
             self._view = _View(index, plan, generation, view.live, buf_ids, buf_vecs)
-        self._remove_stale_generations(generation if index is not None else 0)
+        self._remove_stale_generations(generation)
 
     def _report(self, op: str, moved: int, dropped: int, view: _View, t0: float, *, retrained: bool) -> MaintenanceReport:
         return MaintenanceReport(
@@ -660,9 +661,10 @@ class Engine:
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("The text query is empty; describe what the images should show.")
         k = self._check_k(k)
+        vec = self.encode_text([query])  # before the empty check: a missing model is reported even then
         if self._empty():
             return []
-        return self.search_vectors(self.encode_text([query]), k, filter)[0]
+        return self.search_vectors(vec, k, filter)[0]
 
     def search_image(self, image: Path | str | bytes, k: int | None = None, filter: SearchFilter | None = None) -> list[SearchHit]:
         k = self._check_k(k)
@@ -859,6 +861,22 @@ def _resolve_model(settings: Settings, meta: dict[str, str], encoder: ClipEncode
         return meta["model"], meta["pretrained"]
     if "model" in meta and meta["model"] == settings.model and "pretrained" not in explicit:
         return meta["model"], meta["pretrained"]
-    from img_agent.index.encoder import canonical_pretrained
-
     return settings.model, canonical_pretrained(settings.model, settings.pretrained)
+
+
+def canonical_pretrained(model: str, pretrained: str | None) -> str:
+    """The weights label recorded for a store: a tag, an absolute checkpoint path, or random-seed-N."""
+    from img_agent.errors import ConfigError
+    from img_agent.index.encoder import MODEL_PRESETS, default_pretrained
+
+    preset = MODEL_PRESETS.get(model)
+    if preset is not None and preset.random_weights:
+        return preset.weights_label
+    value = pretrained or default_pretrained(model)
+    if not value:
+        raise ConfigError(
+            f"Model {model!r} has no default weights; pass --pretrained TAG (see open_clip.list_pretrained()) "
+            "or --pretrained /path/to/checkpoint."
+        )
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
