@@ -1,0 +1,242 @@
+"""A multi-turn chat in which the model calls img-agent's tools.
+
+The session never imports the tools layer: it is given the tool schemas (Chat Completions
+``{"type": "function", "function": {...}}`` dicts) and a dispatcher, a callable
+``(name, arguments_json) -> result_json`` (``img_agent.tools.openai_tools.dispatch`` bound to an
+``ImageTools``). Each user message runs a loop: ask the model; if it calls tools, run them and
+hand every result back, then ask again; stop at a text answer or after :data:`MAX_TOOL_ROUNDS`
+rounds of tool calls (then the model is asked once more, tools disabled, for a final answer).
+
+A failing tool call never ends the turn: an unknown tool name, arguments that are not a JSON
+object, or an error from the tool all go back to the model as the tool's result
+(``{"error": "..."}``) so it can correct itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from img_agent.agent.llm import LLMClient, Message
+from img_agent.agent.prompts import render_prompt
+from img_agent.errors import ImgAgentError, InvalidInputError, LLMError, LLMNotConfiguredError
+
+logger = logging.getLogger(__name__)
+
+ToolDispatcher = Callable[[str, str], str]
+"""``dispatch(tool_name, arguments_json) -> result_json``; errors come back as ``{"error": ...}`` JSON."""
+
+MAX_TOOL_ROUNDS = 10
+MAX_TOOL_RESULT_CHARS = 20_000
+"""Tool results longer than this are cut before they go to the model."""
+
+
+class ToolCallRecord(BaseModel):
+    """One tool call the model made and what it got back."""
+
+    round: int = Field(description="1-based tool round within the turn.")
+    id: str = Field(description="The call id the model gave (or one we made up).")
+    name: str
+    arguments: str = Field(description="Arguments as the model sent them (JSON text).")
+    result: str = Field(description="What the model was given back (JSON text).")
+    error: bool = Field(description="Whether the result is an error.")
+
+
+class ChatTurn(BaseModel):
+    """The outcome of one user message."""
+
+    answer: str = Field(description="The model's final text (empty when the LLM failed).")
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list, description="Every tool call, in order.")
+    rounds: int = Field(0, description="Rounds of tool calls used.")
+    stop_reason: Literal["answer", "round_limit", "llm_error"] = Field(description="Why the turn ended.")
+    notes: list[str] = Field(default_factory=list, description="What went wrong, if anything.")
+
+
+def _error_json(message: str) -> str:
+    return json.dumps({"error": message}, ensure_ascii=False)
+
+
+def _is_error_result(result: str) -> bool:
+    try:
+        value = json.loads(result)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(value, dict) and value.get("error") is not None
+
+
+def tool_names(tools: Sequence[dict[str, Any]]) -> list[str]:
+    """Function names in Chat Completions tool schemas (also accepts the flat Responses shape)."""
+    names: list[str] = []
+    for tool in tools:
+        function = tool.get("function", tool)
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str):
+            names.append(name)
+    return names
+
+
+class ChatSession:
+    """A conversation with tool use; keeps the message history between :meth:`send` calls.
+
+    Args:
+        llm: the model (required: chat has no meaning without one).
+        tools: Chat Completions tool schemas offered to the model.
+        dispatch: runs a tool call and returns its JSON result.
+        max_rounds: hard limit on rounds of tool calls per user message (default 10).
+        system_prompt: replaces the rendered ``chat_system`` prompt.
+
+    Raises:
+        LLMNotConfiguredError: ``llm`` is ``None``.
+    """
+
+    def __init__(
+        self,
+        llm: LLMClient | None,
+        tools: Sequence[dict[str, Any]],
+        dispatch: ToolDispatcher,
+        *,
+        max_rounds: int = MAX_TOOL_ROUNDS,
+        system_prompt: str | None = None,
+    ) -> None:
+        if llm is None:
+            raise LLMNotConfiguredError(
+                "Chat needs an LLM: set LLM_BASE_URL and/or LLM_API_KEY (and LLM_MODEL), in the environment or .env."
+            )
+        if max_rounds < 1:
+            raise InvalidInputError(f"max_rounds must be at least 1, got {max_rounds}.")
+        self.llm = llm
+        self.tools = list(tools)
+        self.dispatch = dispatch
+        self.max_rounds = max_rounds
+        self._names = set(tool_names(self.tools))
+        if system_prompt is None:
+            system_prompt = render_prompt(
+                "chat_system",
+                llm.settings.prompts_dir,
+                tools=", ".join(tool_names(self.tools)) or "none",
+                max_rounds=max_rounds,
+            )
+        self._system: Message = {"role": "system", "content": system_prompt}
+        self._history: list[Message] = []
+
+    @property
+    def messages(self) -> list[Message]:
+        """The full conversation sent to the model, system prompt first (a copy)."""
+        return [self._system, *self._history]
+
+    def reset(self) -> None:
+        """Forget the conversation (the system prompt stays)."""
+        self._history.clear()
+
+    def send(self, text: str) -> ChatTurn:
+        """Add a user message and run the model (and its tool calls) to an answer.
+
+        Never raises for LLM or tool trouble: an LLM failure ends the turn with
+        ``stop_reason="llm_error"`` and a note; the history stays valid for the next message.
+        """
+        self._history.append({"role": "user", "content": text})
+        trace: list[ToolCallRecord] = []
+        for round_no in range(1, self.max_rounds + 1):
+            try:
+                message = self.llm.complete(self.messages, tools=self.tools or None)
+            except LLMError as exc:
+                return self._failed(exc, trace, round_no - 1)
+            calls = list(message.tool_calls or [])
+            if not calls:
+                answer = (message.content or "").strip()
+                self._history.append({"role": "assistant", "content": answer})
+                return ChatTurn(answer=answer, tool_calls=trace, rounds=round_no - 1, stop_reason="answer")
+            self._run_calls(round_no, message.content, calls, trace)
+        return self._final_answer(trace)
+
+    # ------------------------------------------------------------------ internals
+
+    def _run_calls(self, round_no: int, content: str | None, calls: list[Any], trace: list[ToolCallRecord]) -> None:
+        wire_calls: list[dict[str, Any]] = []
+        results: list[Message] = []
+        for index, call in enumerate(calls):
+            call_id = getattr(call, "id", None) or f"call_{round_no}_{index}"
+            function = getattr(call, "function", None)
+            name = getattr(function, "name", None) or ""
+            arguments = getattr(function, "arguments", None) or ""
+            wire_calls.append(
+                {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+            )
+            result = self._call_tool(name, arguments)
+            trace.append(
+                ToolCallRecord(
+                    round=round_no,
+                    id=call_id,
+                    name=name,
+                    arguments=arguments,
+                    result=result,
+                    error=_is_error_result(result),
+                )
+            )
+            results.append({"role": "tool", "tool_call_id": call_id, "content": result})
+        self._history.append({"role": "assistant", "content": content, "tool_calls": wire_calls})
+        self._history.extend(results)
+
+    def _call_tool(self, name: str, arguments: str) -> str:
+        """Run one tool call; every failure becomes an ``{"error": ...}`` result for the model."""
+        if name not in self._names:
+            known = ", ".join(sorted(self._names)) or "none"
+            return _error_json(f"Unknown tool {name!r}. Available tools: {known}.")
+        text = arguments.strip() or "{}"
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return _error_json(f"Arguments for {name} are not valid JSON ({exc.msg} at position {exc.pos}); send a JSON object.")
+        if not isinstance(parsed, dict):
+            return _error_json(f"Arguments for {name} must be a JSON object, got {type(parsed).__name__}.")
+        try:
+            result = self.dispatch(name, text)
+        except ImgAgentError as exc:
+            return _error_json(str(exc))
+        except Exception as exc:  # the model must see any failure, and the turn must go on
+            logger.exception("Tool %s raised", name)
+            return _error_json(f"Tool {name} failed unexpectedly: {type(exc).__name__}: {exc}")
+        if not isinstance(result, str):
+            result = json.dumps(result, ensure_ascii=False, default=str)
+        if len(result) > MAX_TOOL_RESULT_CHARS:
+            result = result[:MAX_TOOL_RESULT_CHARS] + f"... [truncated: {len(result)} characters in all]"
+        return result
+
+    def _final_answer(self, trace: list[ToolCallRecord]) -> ChatTurn:
+        """After the round limit: ask once more with tools disabled."""
+        note = f"Stopped after {self.max_rounds} rounds of tool calls (the limit)."
+        logger.warning(note)
+        self._history.append(
+            {
+                "role": "user",
+                "content": f"[img-agent] The tool-call limit ({self.max_rounds} rounds) is reached. "
+                "Answer now from what the tools returned; do not call tools.",
+            }
+        )
+        try:
+            message = self.llm.complete(self.messages, tools=self.tools or None, tool_choice="none")
+        except LLMError as exc:
+            turn = self._failed(exc, trace, self.max_rounds)
+            turn.stop_reason = "round_limit"
+            turn.notes.insert(0, note)
+            return turn
+        answer = (message.content or "").strip()
+        notes = [note]
+        if message.tool_calls:  # a server ignoring tool_choice="none": the calls are not run
+            notes.append("The model asked for more tool calls after the limit; they were not run.")
+        self._history.append({"role": "assistant", "content": answer})
+        return ChatTurn(answer=answer, tool_calls=trace, rounds=self.max_rounds, stop_reason="round_limit", notes=notes)
+
+    def _failed(self, exc: LLMError, trace: list[ToolCallRecord], rounds: int) -> ChatTurn:
+        logger.warning("Chat turn failed: %s", exc)
+        return ChatTurn(
+            answer="",
+            tool_calls=trace,
+            rounds=rounds,
+            stop_reason="llm_error",
+            notes=[f"The LLM failed: {exc}"],
+        )

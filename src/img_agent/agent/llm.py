@@ -1,0 +1,424 @@
+"""A small client for any OpenAI-compatible chat endpoint, with bounded retries and fallbacks.
+
+:class:`LLMClient` wraps the ``openai`` package's ``OpenAI`` client built from
+:class:`~img_agent.config.LLMSettings`. Every call:
+
+- has a per-request timeout (``LLMSettings.timeout``) and a bounded number of retries on
+  timeouts, connection errors, HTTP 408/409/429 and 5xx, with capped exponential backoff (a
+  server's ``Retry-After`` is honoured up to :data:`MAX_RETRY_WAIT` seconds). The retry loop is
+  ours, not the SDK's (the SDK is built with ``max_retries=0``), so the worst-case time of one
+  call is bounded by ``(max_retries + 1) * timeout + max_retries * MAX_RETRY_WAIT``;
+- raises :class:`~img_agent.errors.LLMError` with an actionable message once retries are spent,
+  or at once for errors a retry cannot fix (bad key, unknown model, refusal, empty answer).
+  Callers catch ``LLMError`` and fall back to plain retrieval with a note.
+
+Images travel as ``data:image/jpeg;base64,...`` content parts. When a server refuses them (HTTP
+400/415/422 mentioning images, vision or the content type) the client remembers that and
+:meth:`LLMClient.complete_with_images` retries the request as text only.
+
+The module also holds the forgiving JSON extraction used to read model answers
+(:func:`extract_json`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import openai
+from openai.types.chat import ChatCompletionMessage
+
+from img_agent.config import LLMSettings
+from img_agent.errors import LLMError
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+"""One chat message in the OpenAI wire shape (``{"role": ..., "content": ...}``)."""
+
+MAX_RETRY_WAIT = 8.0
+"""Longest pause between two attempts, in seconds (also caps a server's ``Retry-After``)."""
+
+INITIAL_RETRY_WAIT = 0.25
+"""First backoff pause in seconds; doubled per retry, with jitter, up to :data:`MAX_RETRY_WAIT`."""
+
+NO_KEY_PLACEHOLDER = "not-needed"
+"""API key sent to servers configured with a base URL only (many local servers ignore the key)."""
+
+_RETRY_STATUS = frozenset({408, 409, 429})
+_IMAGE_REFUSAL_STATUS = frozenset({400, 415, 422})
+_IMAGE_REFUSAL_PATTERN = re.compile(
+    r"image|vision|multi-?modal|content[ _-]?(?:part|type)|mime", re.IGNORECASE
+)
+
+
+class ImagesNotSupportedError(LLMError):
+    """The server refused a request because it carried image content parts."""
+
+
+def jpeg_data_url(data: bytes) -> str:
+    """Return ``data`` (JPEG bytes) as a ``data:image/jpeg;base64,...`` URL."""
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+
+
+LabeledImage = tuple[str, bytes]
+"""``(label, JPEG bytes)``; the label (e.g. ``"[2] /photos/cat.jpg"``) is sent as a text part before the image."""
+
+
+def user_message(text: str, images: Sequence[LabeledImage] = (), *, detail: str = "low") -> Message:
+    """Build a user message: plain text, or text followed by labelled JPEG image parts."""
+    if not images:
+        return {"role": "user", "content": text}
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    for label, data in images:
+        parts.append({"type": "text", "text": label})
+        parts.append({"type": "image_url", "image_url": {"url": jpeg_data_url(data), "detail": detail}})
+    return {"role": "user", "content": parts}
+
+
+def count_images(messages: Sequence[Message]) -> int:
+    """Number of image content parts in ``messages``."""
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            total += sum(1 for part in content if isinstance(part, dict) and part.get("type") == "image_url")
+    return total
+
+
+# --------------------------------------------------------------------------------------------
+# Forgiving JSON extraction
+# --------------------------------------------------------------------------------------------
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n?(.*?)```", re.DOTALL)
+
+
+def _json_candidates(text: str) -> Iterator[str]:
+    """Texts worth trying as JSON, most likely first: the whole text, then fenced blocks."""
+    stripped = text.strip()
+    if stripped:
+        yield stripped
+    for match in _FENCE.finditer(text):
+        block = match.group(2).strip()
+        if block:
+            yield block
+
+
+def extract_json(text: str) -> Any | None:
+    """Find the first JSON array or object in a model's answer.
+
+    Tries, in order: the whole text, the contents of each ```` ``` ```` fence (with or without a
+    ``json`` tag), then the first ``[...]`` or ``{...}`` that decodes, scanning the text from left to
+    right (JSON embedded in prose). Scalars (a bare string or number) are not accepted, since a
+    prose answer like ``"yes"`` is not structured output. Returns ``None`` when nothing decodes.
+    """
+    decoder = json.JSONDecoder()
+    for candidate in _json_candidates(text):
+        try:
+            value = json.loads(candidate)
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, (list, dict)):
+            return value
+    for start, char in enumerate(text):
+        if char not in "[{":
+            continue
+        try:
+            value, _end = decoder.raw_decode(text, start)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, (list, dict)):
+            return value
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The client
+# --------------------------------------------------------------------------------------------
+
+
+class LLMClient:
+    """An OpenAI-compatible chat model with timeouts, bounded retries and image fallback.
+
+    Thread-safe: the underlying ``openai.OpenAI`` client is, and the only mutable state (whether
+    the model accepts images) is a flag guarded by a lock.
+
+    Args:
+        settings: endpoint, key, model, timeout, retries, vision mode and prompt folder.
+        client: an ``openai.OpenAI`` instance to use instead of building one (tests, proxies).
+    """
+
+    def __init__(self, settings: LLMSettings, *, client: openai.OpenAI | None = None) -> None:
+        self.settings = settings
+        self._client = client or openai.OpenAI(
+            base_url=settings.base_url or None,
+            api_key=settings.api_key or NO_KEY_PLACEHOLDER,
+            timeout=settings.timeout,
+            max_retries=0,  # our own loop below bounds the total time
+        )
+        self._lock = threading.Lock()
+        self._vision: bool | None = {"yes": True, "no": False}.get(settings.vision)
+
+    @classmethod
+    def from_settings(cls, settings: LLMSettings | None) -> LLMClient | None:
+        """Build a client, or return ``None`` when no LLM is configured (every LLM feature is then off)."""
+        if settings is None or not settings.enabled:
+            return None
+        return cls(settings)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def model(self) -> str:
+        """The model name sent with every request."""
+        return self.settings.model
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL requests go to (for messages)."""
+        return str(self._client.base_url)
+
+    @property
+    def accepts_images(self) -> bool:
+        """Whether to send images: false once the server refused them or when ``vision`` is ``no``."""
+        with self._lock:
+            return self._vision is not False
+
+    @property
+    def vision_known(self) -> bool | None:
+        """``True``/``False`` once known (configured or learned), ``None`` while untried."""
+        with self._lock:
+            return self._vision
+
+    @property
+    def max_call_seconds(self) -> float:
+        """Upper bound on the wall time of one :meth:`complete` call, all retries included.
+
+        The timeout applies to each network phase of a request (connect, send, each wait for
+        data), as in httpx; a server trickling a body byte by byte could stretch one attempt, which
+        no ordinary server does.
+        """
+        retries = self.settings.max_retries
+        return (retries + 1) * self.settings.timeout + retries * MAX_RETRY_WAIT
+
+    def _remember_vision(self, accepted: bool) -> None:
+        with self._lock:
+            if self._vision is None or not accepted:
+                self._vision = accepted
+
+    # ------------------------------------------------------------------ calls
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
+    ) -> ChatCompletionMessage:
+        """Send one chat completion request and return the assistant message.
+
+        Retries timeouts, connection errors, 408/409/429 and 5xx up to ``max_retries`` times.
+
+        Raises:
+            ImagesNotSupportedError: the server refused image content parts (no retry).
+            LLMError: any other failure once retries are spent, a refusal, or an empty answer.
+        """
+        kwargs: dict[str, Any] = {"model": self.model, "messages": list(messages)}
+        if tools:
+            kwargs["tools"] = list(tools)
+            if tool_choice is not None:
+                kwargs["tool_choice"] = tool_choice
+        completion = self._create_with_retries(kwargs, has_images=count_images(messages) > 0)
+        # The SDK does not validate responses: read the shape defensively.
+        choices = getattr(completion, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise LLMError(
+                f"The LLM at {self.endpoint} returned no choices. Check that LLM_MODEL={self.model!r} "
+                "is a chat model served there."
+            )
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        finish_reason = getattr(choice, "finish_reason", None)
+        if not isinstance(message, ChatCompletionMessage):
+            raise LLMError(f"The LLM at {self.endpoint} returned a choice without a usable message.")
+        refusal = getattr(message, "refusal", None)
+        if refusal:
+            raise LLMError(f"The LLM refused the request: {refusal}")
+        if finish_reason == "content_filter":
+            raise LLMError("The LLM's content filter blocked the answer; rephrase the request.")
+        content = getattr(message, "content", None)
+        if content is not None and not isinstance(content, str):
+            raise LLMError(f"The LLM at {self.endpoint} returned non-text content.")
+        if not (content and content.strip()) and not getattr(message, "tool_calls", None):
+            raise LLMError(
+                f"The LLM at {self.endpoint} returned an empty answer "
+                f"(finish_reason={finish_reason!r}); try again or use another model."
+            )
+        return message
+
+    def complete_text(self, messages: Sequence[Message]) -> str:
+        """Like :meth:`complete` without tools; returns the answer text (stripped)."""
+        message = self.complete(messages)
+        text = (message.content or "").strip()
+        if not text:
+            raise LLMError(f"The LLM at {self.endpoint} answered with tool calls where text was expected.")
+        return text
+
+    def complete_with_images(
+        self,
+        system: str,
+        build_user: Callable[[int], str],
+        images: Sequence[LabeledImage] = (),
+    ) -> tuple[str, int, list[str]]:
+        """Ask with images when the model may accept them, else (or when refused) as text only.
+
+        Args:
+            system: the system prompt.
+            build_user: returns the user prompt for the number of images actually attached
+                (so the text can say whether thumbnails are shown).
+            images: labelled JPEG thumbnails to attach (already limited in number and size by the caller).
+
+        Returns:
+            ``(answer text, images sent, notes)``; notes say when images were refused.
+
+        Raises:
+            LLMError: the text-only request failed too (after retries).
+        """
+        notes: list[str] = []
+        if images and self.accepts_images:
+            messages = [{"role": "system", "content": system}, user_message(build_user(len(images)), images)]
+            try:
+                text = self.complete_text(messages)
+            except ImagesNotSupportedError as exc:
+                logger.info("LLM %s refused images; falling back to text only: %s", self.model, exc)
+                notes.append(f"The model refused images ({exc}); answered from file metadata only.")
+            else:
+                self._remember_vision(True)
+                return text, len(images), notes
+        messages = [{"role": "system", "content": system}, user_message(build_user(0))]
+        return self.complete_text(messages), 0, notes
+
+    # ------------------------------------------------------------------ retry loop
+
+    def _create_with_retries(self, kwargs: dict[str, Any], *, has_images: bool) -> Any:
+        attempts = self.settings.max_retries + 1
+        last: openai.OpenAIError | None = None
+        for attempt in range(attempts):
+            try:
+                return self._client.chat.completions.create(**kwargs)
+            except openai.APIStatusError as exc:
+                if has_images and exc.status_code in _IMAGE_REFUSAL_STATUS and _IMAGE_REFUSAL_PATTERN.search(
+                    _error_text(exc)
+                ):
+                    self._remember_vision(False)
+                    raise ImagesNotSupportedError(
+                        f"HTTP {exc.status_code}: {_error_text(exc)[:200]}"
+                    ) from exc
+                if not _is_retryable_status(exc.status_code):
+                    raise LLMError(_status_message(exc, self.endpoint, self.model)) from exc
+                last = exc
+                wait = _retry_after(exc)
+            except openai.APIConnectionError as exc:  # includes APITimeoutError
+                last = exc
+                wait = None
+            except (openai.OpenAIError, ValueError) as exc:  # malformed bodies (JSONDecodeError), SDK-level failures
+                raise LLMError(f"The LLM at {self.endpoint} sent an unusable response: {exc}") from exc
+            if attempt + 1 < attempts:
+                pause = backoff_seconds(attempt, wait)
+                logger.warning(
+                    "LLM request failed (%s); retry %d/%d in %.2f s",
+                    _describe(last),
+                    attempt + 1,
+                    attempts - 1,
+                    pause,
+                )
+                time.sleep(pause)
+        raise LLMError(_exhausted_message(last, self.endpoint, self.settings.timeout, attempts)) from last
+
+
+def _error_text(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return str(inner.get("message") or inner)
+        return str(inner)
+    if body is not None:
+        return str(body)
+    return exc.message or ""
+
+
+def _is_retryable_status(status: int) -> bool:
+    return status in _RETRY_STATUS or status >= 500
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    headers = exc.response.headers
+    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(header)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except ValueError:
+            continue
+        if seconds >= 0:
+            return seconds
+    return None
+
+
+def backoff_seconds(attempt: int, server_wait: float | None) -> float:
+    """Pause before retry ``attempt + 1``: the server's ``Retry-After`` if given, else jittered exponential backoff.
+
+    Never more than :data:`MAX_RETRY_WAIT`, so a server asking for minutes cannot stall a caller.
+    """
+    if server_wait is not None:
+        return min(server_wait, MAX_RETRY_WAIT)
+    base = min(INITIAL_RETRY_WAIT * (2.0**attempt), MAX_RETRY_WAIT)
+    return base * (1.0 - 0.25 * random.random())
+
+
+def _describe(exc: BaseException | None) -> str:
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection error"
+    return type(exc).__name__
+
+
+def _status_message(exc: openai.APIStatusError, endpoint: str, model: str) -> str:
+    detail = _error_text(exc)[:300]
+    hint = {
+        401: "check LLM_API_KEY",
+        403: "check LLM_API_KEY and the key's permissions",
+        404: f"check LLM_BASE_URL ({endpoint}) and LLM_MODEL ({model!r})",
+    }.get(exc.status_code, f"check LLM_MODEL ({model!r}) and the server's logs")
+    return f"The LLM at {endpoint} rejected the request with HTTP {exc.status_code}: {detail} ({hint})."
+
+
+def _exhausted_message(exc: BaseException | None, endpoint: str, timeout: float, attempts: int) -> str:
+    tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+    if isinstance(exc, openai.APITimeoutError):
+        return (
+            f"The LLM at {endpoint} did not answer within {timeout:g} s ({tries}). "
+            "Check that the server is up, or raise LLM_TIMEOUT."
+        )
+    if isinstance(exc, openai.RateLimitError):
+        return f"The LLM at {endpoint} is rate limiting requests (HTTP 429, {tries}). Wait and try again."
+    if isinstance(exc, openai.APIStatusError):
+        return (
+            f"The LLM at {endpoint} failed with HTTP {exc.status_code} ({tries}): {_error_text(exc)[:200]}. "
+            "Try again later."
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return f"Cannot reach the LLM at {endpoint} ({tries}). Check LLM_BASE_URL and that the server is running."
+    return f"The LLM at {endpoint} failed ({tries})."
