@@ -302,7 +302,9 @@ def _register(module: str, sub, common: argparse.ArgumentParser) -> None:
 
     try:
         mod = importlib.import_module(module)
-    except ImportError as exc:  # a surface whose optional dependency is missing
+    except ModuleNotFoundError as exc:  # a surface not installed in this build; real bugs still raise
+        if exc.name != module:
+            raise
         log.debug("commands of %s unavailable: %s", module, exc)
         return
     mod.register(sub, common)

@@ -19,6 +19,8 @@ DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_TOPK = 20
 MAX_TOPK = 1000
 DEFAULT_MERGE_THRESHOLD = 1000  # as in the seed design
+DEFAULT_HTTP_HOST = "127.0.0.1"  # streamable-HTTP MCP binds to loopback unless told otherwise
+DEFAULT_HTTP_PORT = 8765
 
 
 def default_data_dir() -> Path:

@@ -32,8 +32,22 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import openai
-from openai.types.chat import ChatCompletionMessage
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import openai
+    from openai.types.chat import ChatCompletionMessage
+else:  # imported on first use: ``img-agent serve`` and plain searches never pay for openai's import
+    import importlib
+
+    class _Lazy:
+        def __init__(self, name: str) -> None:
+            self._name = name
+
+        def __getattr__(self, attr: str):
+            return getattr(importlib.import_module(self._name), attr)
+
+    openai = _Lazy("openai")
 
 from img_agent.config import LLMSettings
 from img_agent.errors import LLMError
@@ -246,7 +260,7 @@ class LLMClient:
         choice = choices[0]
         message = getattr(choice, "message", None)
         finish_reason = getattr(choice, "finish_reason", None)
-        if not isinstance(message, ChatCompletionMessage):
+        if not isinstance(message, openai.types.chat.ChatCompletionMessage):
             raise LLMError(f"The LLM at {self.endpoint} returned a choice without a usable message.")
         refusal = getattr(message, "refusal", None)
         if refusal:

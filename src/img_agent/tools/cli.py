@@ -1,0 +1,141 @@
+"""The ``serve`` and ``tools`` commands, added to the main ``img-agent`` command line.
+
+``img-agent serve`` runs the MCP server (stdio; ``--http`` for streamable HTTP on 127.0.0.1), and
+``img-agent tools --format openai|responses|mcp`` prints the tool schemas as JSON.
+
+The main CLI (:mod:`img_agent.cli`) calls :func:`register` with its sub-parsers and the parent
+parser holding the global options, and runs ``args.func(ctx)`` with its ``CLIContext``
+(``ctx.settings()`` builds :class:`~img_agent.config.Settings` from flags > environment > defaults).
+
+:func:`main` is the same ``serve`` command on its own (``python -m img_agent.tools.mcp_server``),
+for MCP client configurations that name a module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from img_agent.cli import CLIContext
+
+FORMATS = ("openai", "responses", "mcp")
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # noqa: SLF001
+    """Add ``serve`` and ``tools`` to the main CLI's sub-commands."""
+    from img_agent.config import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT
+
+    serve = subparsers.add_parser(
+        "serve",
+        parents=[common],
+        help="run the MCP server (stdio; --http for streamable HTTP)",
+        description="Serve the image tools over MCP. stdio by default (for Claude Desktop, Cursor, ...); "
+        "--http serves streamable HTTP at http://HOST:PORT/mcp. Tools may only read files under the "
+        "allowed folders: the --root folders, or else IMG_AGENT_IMAGE_ROOTS plus every folder indexed before. "
+        "LLM features use the LLM_* environment variables.",
+    )
+    serve.add_argument(
+        "--root", dest="roots", metavar="DIR", action="append", type=Path, default=None,
+        help="a folder the tools may read images from (repeatable); replaces the default folders",
+    )
+    serve.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
+    serve.add_argument("--host", default=DEFAULT_HTTP_HOST, help=f"HTTP address to bind (default {DEFAULT_HTTP_HOST})")
+    serve.add_argument("--port", type=int, default=DEFAULT_HTTP_PORT, help=f"HTTP port (default {DEFAULT_HTTP_PORT})")
+    serve.set_defaults(func=cmd_serve)
+
+    tools = subparsers.add_parser(
+        "tools",
+        parents=[common],
+        help="print the tool schemas (OpenAI Chat Completions, Responses API, or MCP) as JSON",
+    )
+    tools.add_argument(
+        "--format", choices=FORMATS, default="openai",
+        help="openai = Chat Completions tools, responses = Responses API tools, mcp = MCP tools/list entries",
+    )
+    tools.set_defaults(func=cmd_tools)
+
+
+def _llm_settings() -> Any:
+    from img_agent.config import LLMSettings
+
+    return LLMSettings()
+
+
+def cmd_serve(ctx: CLIContext) -> int:
+    """Run the MCP server until the client goes away (stdio) or the process is interrupted (HTTP)."""
+    from img_agent.errors import ConfigError
+    from img_agent.tools.mcp_server import serve
+
+    args = ctx.args
+    roots = None
+    if args.roots:
+        roots = [root.expanduser().resolve() for root in args.roots]
+        missing = [str(root) for root in roots if not root.is_dir()]
+        if missing:
+            raise ConfigError(f"--root must name existing folders; not found: {', '.join(missing)}.")
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port must be between 1 and 65535, got {args.port}.")
+    serve(ctx.settings(), roots=roots, llm_settings=_llm_settings(), http=args.http, host=args.host, port=args.port)
+    return 0
+
+
+def schemas(fmt: str, *, llm_configured: bool = False) -> list[dict[str, Any]]:
+    """The tool schemas in format ``fmt`` (one of :data:`FORMATS`)."""
+    if fmt == "openai":
+        from img_agent.tools.openai_tools import chat_completions_tools
+
+        return chat_completions_tools()
+    if fmt == "responses":
+        from img_agent.tools.openai_tools import responses_tools
+
+        return responses_tools()
+    if fmt == "mcp":
+        from img_agent.tools.mcp_server import mcp_tool_list
+
+        return mcp_tool_list(llm_configured=llm_configured)
+    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+def cmd_tools(ctx: CLIContext) -> int:
+    """Print the schemas as JSON on stdout."""
+    listed = schemas(ctx.args.format, llm_configured=_llm_settings().enabled)
+    json.dump(listed, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _standalone_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("global options")
+    group.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help="store folder (env IMG_AGENT_DATA_DIR)")
+    group.add_argument("--model", default=argparse.SUPPRESS, help="open_clip model, or tiny-test (env IMG_AGENT_MODEL)")
+    group.add_argument("--pretrained", default=argparse.SUPPRESS, help="pretrained tag or checkpoint (env IMG_AGENT_PRETRAINED)")
+    group.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=argparse.SUPPRESS)
+    group.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")
+    parser = argparse.ArgumentParser(prog="python -m img_agent.tools.mcp_server", add_help=False)
+    register(parser.add_subparsers(dest="command", required=True), common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``img-agent serve`` without the main CLI: ``python -m img_agent.tools.mcp_server [options]``."""
+    from img_agent.cli import CLIContext
+    from img_agent.errors import ImgAgentError
+
+    args = _standalone_parser().parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.func(CLIContext(args))
+    except ImgAgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,135 @@
+"""Plain-text renderings of tool results, for the ``text`` content of an MCP tool result.
+
+The structured content carries every field; the text is what a model reads when its client shows
+it only the text, so it keeps what matters for the next step (ids, paths, scores, counts, notes,
+hints) and stays short. One function per result type, chosen by :func:`render`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+
+from img_agent.index.models import AddReport, IndexStatus, MaintenanceReport, RemoveReport, SearchHit, SkippedItem
+from img_agent.tools.definitions import AnswerResult, SearchResult
+
+MAX_LISTED_SKIPS = 20
+
+
+def _hit_line(hit: SearchHit) -> str:
+    parts = [f"{hit.rank}. id {hit.id}", f"score {hit.score:.3f}", hit.path, f"{hit.width}x{hit.height} {hit.format}"]
+    if hit.tags:
+        parts.append("tags: " + ", ".join(hit.tags))
+    if hit.description:
+        parts.append(f"description: {hit.description}")
+    matched = getattr(hit, "matched_queries", None)
+    if matched:
+        parts.append("matched: " + "; ".join(repr(q) for q in matched))
+    return "  ".join(parts)
+
+
+def _notes(notes: Sequence[str]) -> list[str]:
+    return [f"Note: {note}" for note in notes]
+
+
+def render_search(result: SearchResult) -> str:
+    lines = [f"Query: {result.query}"]
+    if len(result.queries) > 1:
+        lines.append("Also searched: " + "; ".join(repr(q) for q in result.queries[1:]))
+    if result.hits:
+        lines.append(f"{len(result.hits)} image(s), best first (score = cosine similarity, higher is better):")
+        lines.extend(_hit_line(hit) for hit in result.hits)
+    else:
+        lines.append("No images found.")
+    return "\n".join(lines + _notes(result.notes))
+
+
+def render_answer(result: AnswerResult) -> str:
+    lines = [f"Question: {result.question}"]
+    lines.append(f"Answer: {result.answer}" if result.answer is not None else "No answer was generated.")
+    if result.sources:
+        lines.append("Sources ([n] = rank, as cited):")
+        for source in result.sources:
+            cited = "  (cited)" if source.cited else ""
+            lines.append(f"[{source.rank}] id {source.id}  score {source.score:.3f}  {source.path}{cited}")
+    return "\n".join(lines + _notes(result.notes))
+
+
+def _skips(skipped: Sequence[SkippedItem]) -> list[str]:
+    lines = [f"  skipped {item.path}: {item.reason}" for item in skipped[:MAX_LISTED_SKIPS]]
+    if len(skipped) > MAX_LISTED_SKIPS:
+        lines.append(f"  ... and {len(skipped) - MAX_LISTED_SKIPS} more (see the structured result)")
+    return lines
+
+
+def _ids(ids: Sequence[int], limit: int = 50) -> str:
+    shown = ", ".join(str(i) for i in ids[:limit])
+    return shown + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
+
+
+def render_add(report: AddReport) -> str:
+    head = (
+        f"Added {len(report.added)} image(s), unchanged {report.unchanged}, replaced {len(report.replaced)}, "
+        f"skipped {len(report.skipped)}."
+    )
+    lines = [head]
+    if report.added:
+        lines.append(f"New ids: {_ids(report.added)}")
+    if report.replaced:
+        lines.append(f"Retired ids (their files changed): {_ids(report.replaced)}")
+    if report.removed_missing:
+        lines.append(f"Removed ids (files gone): {_ids(report.removed_missing)}")
+    if report.merged:
+        lines.append("The buffer was merged into the main index.")
+    if report.cancelled:
+        lines.append("Cancelled: the images listed as added are indexed and searchable; run again to add the rest.")
+    return "\n".join(lines + _skips(report.skipped))
+
+
+def render_remove(report: RemoveReport) -> str:
+    lines = [f"Removed {len(report.removed)} image(s) from the index (files untouched): {_ids(report.removed)}"]
+    if report.not_found:
+        lines.append("Not found: " + ", ".join(report.not_found[:50]))
+    return "\n".join(lines)
+
+
+def render_maintenance(report: MaintenanceReport) -> str:
+    trained = ", quantizer trained" if report.retrained else ""
+    if report.operation == "merge":
+        head = f"merge: moved {report.moved} vector(s) from the buffer into the main index"
+    else:
+        head = f"rebuild: {report.moved} vector(s) in the new main index, {report.dropped} removed one(s) dropped"
+    return f"{head} (index {report.index}{trained}, generation {report.generation}) in {report.seconds:.2f} s."
+
+
+def render_status(status: IndexStatus) -> str:
+    lines = [
+        f"Searchable images: {status.live} ({status.main} in the main index, {status.buffer} in the exact buffer)",
+        f"Removed, awaiting rebuild: {status.deleted}",
+        f"Index: {status.index}; configured: {status.index_string}; generation {status.generation}",
+        f"Model: {status.model} ({status.pretrained}), {status.dim}-d",
+        f"Data directory: {status.data_dir} ({status.bytes_on_disk / (1024 * 1024):.1f} MiB)",
+    ]
+    lines.extend(f"Hint: {hint}" for hint in status.hints)
+    return "\n".join(lines)
+
+
+_RENDERERS: dict[type[BaseModel], Callable[[Any], str]] = {
+    SearchResult: render_search,
+    AnswerResult: render_answer,
+    AddReport: render_add,
+    RemoveReport: render_remove,
+    MaintenanceReport: render_maintenance,
+    IndexStatus: render_status,
+}
+
+
+def render(result: BaseModel) -> str:
+    """The text rendering of a tool result (JSON for a type without a renderer)."""
+    for cls in type(result).__mro__:
+        renderer = _RENDERERS.get(cls)
+        if renderer is not None:
+            return renderer(result)
+    return result.model_dump_json(indent=2)

@@ -1,0 +1,180 @@
+"""The MCP server in memory (SDK client, fake engine): content, thumbnails, errors, progress, cancel."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+import anyio
+import pytest
+from mcp import Client
+from mcp.types import ImageContent, TextContent
+from PIL import Image
+
+from img_agent.errors import ModelMismatchError
+from img_agent.tools import TOOL_NAMES, ImageTools, dispatch
+from img_agent.tools.definitions import SearchResult
+from img_agent.tools.mcp_server import create_server
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def strip_parameters(message: str) -> str:
+    return re.sub(r" Parameters: .*\.$", "", message)
+
+
+def texts(result) -> list[str]:
+    return [block.text for block in result.content if isinstance(block, TextContent)]
+
+
+async def test_lists_and_calls_tools(indexed_tools: ImageTools) -> None:
+    async with Client(create_server(indexed_tools, llm_configured=False)) as client:
+        listed = await client.list_tools()
+        assert [tool.name for tool in listed.tools] == list(TOOL_NAMES)
+        result = await client.call_tool("search_by_text", {"query": "pattern", "k": 4, "thumbnails": 0})
+    assert not result.is_error
+    parsed = SearchResult.model_validate(result.structured_content)
+    assert [hit.rank for hit in parsed.hits] == [1, 2, 3, 4]
+    assert len(result.content) == 1
+    text = texts(result)[0]
+    assert text.startswith("Query: pattern\n4 image(s), best first")
+    assert f"1. id {parsed.hits[0].id}  score" in text and parsed.hits[0].path in text
+
+
+async def test_thumbnails_are_bounded_jpegs(indexed_tools: ImageTools) -> None:
+    async with Client(create_server(indexed_tools, llm_configured=False)) as client:
+        result = await client.call_tool("search_by_text", {"query": "x", "k": 5, "thumbnails": 2, "thumbnail_size": 40})
+        default = await client.call_tool("search_by_image", {"image_id": 0})
+    images = [block for block in result.content if isinstance(block, ImageContent)]
+    assert len(images) == 2
+    hits = result.structured_content["hits"]
+    captions = texts(result)[1:]
+    assert captions == [f"[1] id {hits[0]['id']}: {hits[0]['path']}", f"[2] id {hits[1]['id']}: {hits[1]['path']}"]
+    for block in images:
+        assert block.mime_type == "image/jpeg"
+        with Image.open(io.BytesIO(base64.b64decode(block.data))) as image:
+            assert image.format == "JPEG" and max(image.size) <= 40
+    assert sum(isinstance(block, ImageContent) for block in default.content) == 3  # the default count
+
+
+async def test_errors_are_is_error_results_with_the_dispatcher_texts(indexed_tools: ImageTools, image_dir: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes((image_dir / "img_0000.jpg").read_bytes())
+    cases = [
+        ("search_by_text", {"query": "cat", "k": 0}),  # validation
+        ("search_by_text", {"query": "cat", "bogus": 1}),  # unknown parameter
+        ("search_by_image", {"path": str(outside)}),  # outside the roots
+        ("search_by_image", {"path": str(image_dir / "missing.jpg")}),  # bad path
+        ("search_by_image", {"image_id": 4242}),  # unknown id
+        ("search_by_image", {"image_base64": base64.b64encode(b"garbage bytes").decode()}),  # undecodable
+        ("remove_images", {"ids": [4242]}),
+        ("no_such_tool", {}),
+    ]
+    async with Client(create_server(indexed_tools, llm_configured=False)) as client:
+        for name, arguments in cases:
+            result = await client.call_tool(name, arguments)
+            assert result.is_error, (name, arguments)
+            [message] = texts(result)
+            openai_message = json.loads(dispatch(indexed_tools, name, json.dumps(arguments)))["error"]
+            # one validation, one text; only the list of accepted parameters is per surface
+            # (MCP adds the thumbnail options)
+            assert strip_parameters(message) == strip_parameters(openai_message)
+            assert not message.startswith("Error executing tool")
+
+
+async def test_thumbnails_are_checked_on_the_mcp_surface(indexed_tools: ImageTools) -> None:
+    async with Client(create_server(indexed_tools, llm_configured=False)) as client:
+        result = await client.call_tool("search_by_text", {"query": "x", "thumbnails": 11})
+        status = await client.call_tool("index_status", {"thumbnails": 1})
+    assert result.is_error and "'thumbnails': Input should be less than or equal to 10" in texts(result)[0]
+    assert status.is_error and "'thumbnails' is not a parameter of index_status" in texts(status)[0]
+
+
+async def test_add_images_reports_progress(tools: ImageTools, image_dir: Path) -> None:
+    tools.engine.delay = 0.06  # type: ignore[attr-defined]  # about 0.7 s for 12 images
+    updates: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        updates.append((progress, total, message))
+
+    async with Client(create_server(tools, llm_configured=False)) as client:
+        result = await client.call_tool("add_images", {"paths": [str(image_dir)]}, progress_callback=on_progress)
+    assert not result.is_error and len(result.structured_content["added"]) == 12
+    assert len(updates) >= 2
+    assert updates[-1] == (12, 12, "encoding images")
+    assert [u[0] for u in updates] == sorted(u[0] for u in updates)
+
+
+async def test_add_images_can_be_cancelled(tools: ImageTools, image_dir: Path) -> None:
+    engine = tools.engine
+    engine.delay = 0.25  # type: ignore[attr-defined]  # 3 s for all 12 images
+    first_progress = anyio.Event()
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        first_progress.set()
+
+    async with Client(create_server(tools, llm_configured=False)) as client:
+        async with anyio.create_task_group() as group:
+
+            async def call() -> None:
+                await client.call_tool("add_images", {"paths": [str(image_dir)]}, progress_callback=on_progress)
+
+            group.start_soon(call)
+            with anyio.fail_after(5):
+                await first_progress.wait()
+            group.cancel_scope.cancel()
+        assert await anyio.to_thread.run_sync(engine.add_finished.wait, 5)  # type: ignore[attr-defined]
+        report = engine.last_add  # type: ignore[attr-defined]
+        assert report.cancelled and 0 < len(report.added) < 12
+        # the server is still serving, and what was added is searchable
+        status = await client.call_tool("index_status", {})
+        assert status.structured_content["live"] == len(report.added)
+
+
+async def test_a_failed_open_is_reported_by_every_call() -> None:
+    failed: Future[ImageTools] = Future()
+    failed.set_exception(ModelMismatchError("This store holds ViT-B-32 embeddings; use --data-dir for another model."))
+    async with Client(create_server(failed, llm_configured=False)) as client:
+        assert len((await client.list_tools()).tools) == len(TOOL_NAMES)
+        result = await client.call_tool("index_status", {})
+    assert result.is_error and texts(result) == ["This store holds ViT-B-32 embeddings; use --data-dir for another model."]
+
+
+async def test_calls_wait_for_an_engine_still_opening(indexed_tools: ImageTools) -> None:
+    pending: Future[ImageTools] = Future()
+    async with Client(create_server(pending, llm_configured=False)) as client:
+        async with anyio.create_task_group() as group:
+            results = []
+
+            async def call() -> None:
+                results.append(await client.call_tool("index_status", {}))
+
+            group.start_soon(call)
+            await anyio.sleep(0.2)
+            assert not results
+            pending.set_result(indexed_tools)
+        assert results[0].structured_content["live"] == 12
+
+
+def test_importing_the_server_loads_no_heavy_modules() -> None:
+    code = (
+        "import sys, img_agent.tools.mcp_server, img_agent.tools.cli, img_agent.tools; "
+        "heavy = [m for m in ('torch', 'open_clip', 'faiss', 'openai', 'numpy') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "", f"heavy modules imported: {out.stdout.strip()}"
+    print(f"import time: {time.perf_counter() - started:.2f} s")
