@@ -123,7 +123,12 @@ def build_tools(engine: Any, llm: LLMClient | None) -> tuple[list[dict[str, Any]
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add ``ask`` and ``chat`` to the main CLI's sub-commands (``common``: the global options parser)."""
+    """Add ``ask`` and ``chat`` to the main CLI's sub-commands (``common``: the global options parser).
+
+    Also gives the core ``search`` command its ``--expand`` companions (variants, fusion, LLM flags).
+    """
+    if "search" in subparsers.choices:
+        add_rag_arguments(subparsers.choices["search"])
     ask = subparsers.add_parser(
         "ask",
         parents=[common],

@@ -86,6 +86,8 @@ def _parse(factory: str, dim: int) -> tuple[int | None, int]:
         ) from exc
     m = re.search(r"IVF(\d+)", factory)
     nlist = int(m.group(1)) if m else None
+    if nlist is not None and nlist < 1:
+        raise ConfigError(f"Index string {factory!r} asks for {nlist} IVF lists; use at least 1 (e.g. 'IVF1024,SQ8').")
     need = MIN_POINTS_PER_CENTROID * nlist if nlist else 0
     pq = re.search(r"PQ(\d+)(?:x(\d+))?", factory)
     if pq:
@@ -103,16 +105,20 @@ def plan_for(n: int, dim: int, index_string: str = "auto", nprobe: int | None = 
         factory = template.format(nlist=nlist_for(n), pq_m=max(1, dim // 16))
     else:
         factory = index_string.strip()
-    nlist, need = _parse(factory, dim)
-    if n < need:
+    plan = plan_of(factory, dim, nprobe)
+    if n < plan.min_train:
         return IndexPlan(
             "Flat",
-            note=f"{factory!r} needs at least {need:,} vectors to train; exact search is used until the "
+            note=f"{factory!r} needs at least {plan.min_train:,} vectors to train; exact search is used until the "
             f"collection has that many, then a rebuild trains it.",
         )
-    probe = None
-    if nlist:
-        probe = min(nlist, nprobe) if nprobe else default_nprobe(nlist)
+    return plan
+
+
+def plan_of(factory: str, dim: int, nprobe: int | None = None) -> IndexPlan:
+    """The plan describing an index built from ``factory`` (also for one loaded from disk)."""
+    nlist, need = _parse(factory, dim)
+    probe = (min(nlist, nprobe) if nprobe else default_nprobe(nlist)) if nlist else None
     return IndexPlan(factory, nlist=nlist, nprobe=probe, min_train=need)
 
 

@@ -185,9 +185,7 @@ class Engine:
                 main = ann.read_index(path)
                 if main.ntotal != expected:
                     raise ValueError(f"it holds {main.ntotal} vectors, the catalog expects {expected}")
-                nlist, _ = ann._parse(meta["main_factory"], self.dim)
-                probe = (min(nlist, self.settings.nprobe) if self.settings.nprobe else ann.default_nprobe(nlist)) if nlist else None
-                plan = ann.IndexPlan(meta["main_factory"], nlist=nlist, nprobe=probe)
+                plan = ann.plan_of(meta["main_factory"], self.dim, self.settings.nprobe)
             except Exception as exc:  # noqa: BLE001 - any unreadable index is recovered from the vector store
                 log.warning(
                     "Main index %s is unusable (%s); its images go back to the exact buffer. "
@@ -640,7 +638,7 @@ class Engine:
             deleted=(view.main.ntotal - (n_live - n_buf)) if view.main is not None else 0,
             index=plan.factory if plan else ("none (exact buffer only)" if n_buf else "none"),
             index_string=self.settings.index_string,
-            trained=bool(plan and plan.nlist) or bool(plan and plan.factory != "Flat" and not plan.is_hnsw),
+            trained=bool(plan and plan.trained),
             nlist=plan.nlist if plan else None,
             nprobe=plan.nprobe if plan else None,
             rerank_candidates=max(10 * self.settings.rerank, MIN_RERANK_CANDIDATES) if plan and not plan.exact_scores else None,
