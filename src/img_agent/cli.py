@@ -303,7 +303,7 @@ def _register(module: str, sub, common: argparse.ArgumentParser) -> None:
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as exc:  # a surface not installed in this build; real bugs still raise
-        if exc.name != module:
+        if not (exc.name and (module == exc.name or module.startswith(exc.name + "."))):
             raise
         log.debug("commands of %s unavailable: %s", module, exc)
         return
