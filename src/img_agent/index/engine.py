@@ -83,19 +83,6 @@ class _View:
         return ids, vecs
 
 
-@dataclass
-class _Loaded:
-    """What a worker thread extracted from one file, minus the pixels."""
-
-    path: str
-    sha256: str
-    size: int
-    width: int
-    height: int
-    format: str
-    mtime: float
-
-
 class _DirLock:
     """An exclusive lock on the data directory for the life of the engine (one writer process)."""
 
@@ -337,7 +324,8 @@ class Engine:
                 draft_size=encoder.image_size,
                 known_hash=lambda sha: known_hash(path, sha),
             )
-            return _Loaded(str(path), img.sha256, img.size, img.width, img.height, img.format, img.mtime), img.image
+            # the payload is the catalog row to be (id assigned at commit); it must not hold the pixels
+            return NewImage(0, str(path), img.sha256, img.size, img.width, img.height, img.format, img.mtime), img.image
 
         stream = encoder.encode_stream(
             todo, load, batch_size=self.settings.batch_size, workers=self.settings.workers,
@@ -383,19 +371,11 @@ class Engine:
                     gone.append(image_id)
         return self.remove(ids=gone).removed if gone else []
 
-    def _commit_images(self, loaded: list[_Loaded], vecs: np.ndarray) -> tuple[list[int], list[int]]:
+    def _commit_images(self, rows: list[NewImage], vecs: np.ndarray) -> tuple[list[int], list[int]]:
         """Durably append vectors and commit their rows (the acknowledgement), then publish."""
         with self._write_lock:
-            replaced = []
-            for item in loaded:
-                old = self.catalog.live_by_path(item.path)
-                if old is not None:
-                    replaced.append(old.id)
-            rows = [
-                NewImage(0, x.path, x.sha256, x.size, x.width, x.height, x.format, x.mtime) for x in loaded
-            ]
-            ids = self._append(vecs, rows, replaced)
-            return ids, replaced
+            replaced = list(self.catalog.ids_for_paths([r.path for r in rows]).values())
+            return self._append(vecs, rows, replaced), replaced
 
     def add_vectors(
         self,
