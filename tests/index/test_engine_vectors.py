@@ -86,7 +86,7 @@ def test_main_and_buffer_merge_on_one_scale(tmp_path):
     with open_engine(tmp_path, merge_threshold=10_000) as eng:
         eng.add_vectors(x[:400], paths(400))
         rep = eng.merge()
-        assert rep.moved == 400 and rep.generation == 1 and rep.index == "Flat"
+        assert rep.moved == 400 and rep.generation == 1 and rep.index == "Flat" and rep.saved
         eng.add_vectors(x[400:], paths(200, 400))
         st = eng.status()
         assert (st.main, st.buffer) == (400, 200)
@@ -120,7 +120,8 @@ def test_merge_does_not_retrain_ivf(tmp_path):
         codebook = faiss.vector_to_array(faiss.downcast_index(eng._view.main).pq.centroids).copy()
         eng.add_vectors(x[2500:], paths(500, 2500))
         rep = eng.merge()
-        assert rep.moved == 500 and not rep.retrained and rep.generation == 2
+        assert rep.moved == 500 and not rep.retrained
+        assert rep.generation == 1 and not rep.saved  # merges write the index file only now and then
         main = eng._view.main
         assert main.ntotal == 3000
         ivf2 = faiss.extract_index_ivf(main)
@@ -412,3 +413,45 @@ def test_maintenance_jobs_do_not_overlap(tmp_path):
                 eng.rebuild()
             eng.add_vectors(clip_like_vectors(5, DIM, seed=1), paths(5, 10))  # adds still work
         assert eng.merge().moved == 15
+
+
+def test_merges_between_checkpoints_survive_reopen_with_and_without_close(tmp_path):
+    from img_agent.index import engine as engine_mod
+
+    x = clip_like_vectors(900, DIM, seed=24)
+    q = clip_like_vectors(4, DIM, seed=25)
+    eng = open_engine(tmp_path, merge_threshold=10**6, index_string="IVF8,Flat", nprobe=8)
+    eng.add_vectors(x[:400], paths(400))
+    assert eng.merge().saved  # the first build is always written
+    eng.add_vectors(x[400:700], paths(300, 400))
+    rep = eng.merge()
+    assert not rep.saved and eng.status().unsaved == 300
+    eng.remove(ids=[450])
+    before = [[h.id for h in hits] for hits in eng.search_vectors(q, 50)]
+    # a crash: nothing written on the way out
+    eng._dirlock.release()
+    eng.catalog.close()
+
+    eng = open_engine(tmp_path, merge_threshold=10**6, index_string="IVF8,Flat", nprobe=8)
+    st = eng.status()
+    assert (st.live, st.main, st.buffer, st.unsaved, st.generation) == (699, 699, 0, 300, 1)
+    assert eng._view.main.ntotal == 700
+    assert [[h.id for h in hits] for hits in eng.search_vectors(q, 50)] == before
+    eng.add_vectors(x[700:], paths(200, 700))
+    eng.merge()
+    eng.close()  # a clean close writes the pending merges
+    with open_engine(tmp_path, merge_threshold=10**6, index_string="IVF8,Flat", nprobe=8) as eng:
+        st = eng.status()
+        assert (st.live, st.unsaved, st.generation) == (899, 0, 2)
+        assert sorted(p.name for p in (tmp_path / "data" / "index").iterdir()) == ["gen-000002.faiss"]
+
+    # enough unsaved rows make a merge write the file itself
+    with open_engine(tmp_path, merge_threshold=10**6, index_string="IVF8,Flat") as eng:
+        old = engine_mod.CHECKPOINT_MIN_ROWS
+        engine_mod.CHECKPOINT_MIN_ROWS = 50
+        try:
+            eng.add_vectors(clip_like_vectors(60, DIM, seed=26), paths(60, 5000))
+            rep = eng.merge()
+        finally:
+            engine_mod.CHECKPOINT_MIN_ROWS = old
+        assert rep.saved and rep.generation == 3 and eng.status().unsaved == 0

@@ -7,6 +7,12 @@ Ids are dense int64 (row number in the vector store). Each row is in one of thre
 - ``deleted`` removed; ``in_main = 1`` while its vector is still physically in the main index
   (a tombstone, filtered out at search time, dropped by the next rebuild).
 
+``in_file = 1`` marks rows whose vector is in the main index *file* of the current generation.
+A merge adds the buffer to the in-memory main index and commits ``in_main = 1`` without rewriting
+the file (rows ``in_main = 1, in_file = 0``); opening re-adds those rows from the vector store. A
+checkpoint (a rebuild, or a merge once enough rows are unsaved) writes a new file and sets
+``in_file = in_main`` in the same transaction that switches the generation.
+
 Commits of this database are the acknowledgement points of the engine: an add has happened once
 its rows are committed here (the vectors were appended and fsynced before).
 """
@@ -44,6 +50,7 @@ CREATE TABLE IF NOT EXISTS images (
     tags        TEXT    NOT NULL DEFAULT '[]',
     state       TEXT    NOT NULL CHECK (state IN ('buffer', 'main', 'deleted')),
     in_main     INTEGER NOT NULL DEFAULT 0,
+    in_file     INTEGER NOT NULL DEFAULT 0,
     deleted_at  REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS images_live_path ON images(path) WHERE state != 'deleted';
@@ -87,6 +94,7 @@ class StateArrays:
     buffer_ids: np.ndarray
     main_ids: np.ndarray
     tombstone_ids: np.ndarray
+    unsaved_ids: np.ndarray  # in the main index but not in its file: re-added at open
 
 
 def _record(row: tuple) -> ImageRecord:
@@ -229,6 +237,7 @@ class Catalog:
                 buffer_ids=ids("state = 'buffer'"),
                 main_ids=ids("state = 'main'"),
                 tombstone_ids=ids("state = 'deleted' AND in_main = 1"),
+                unsaved_ids=ids("in_main = 1 AND in_file = 0"),
             )
 
     def next_id(self) -> int:
@@ -354,11 +363,13 @@ class Catalog:
                 out[p] = row.id
         return out
 
-    def commit_generation(self, ids: np.ndarray, *, generation: int, rebuild: bool, **meta: object) -> None:
+    def commit_generation(
+        self, ids: np.ndarray, *, generation: int, rebuild: bool, persisted: bool, **meta: object
+    ) -> None:
         """Make ``ids`` exactly (rebuild) or additionally (merge) the content of the main index.
 
-        Runs in one transaction together with the switch of the main generation, so a crash leaves
-        either the old generation with its rows or the new one.
+        ``persisted``: the index was written as file ``generation``; the switch to it happens in this
+        same transaction, so a crash leaves either the old generation with its rows or the new one.
         """
         with self._tx() as db:
             db.execute("CREATE TEMP TABLE IF NOT EXISTS gen_ids (id INTEGER PRIMARY KEY)")
@@ -371,13 +382,16 @@ class Catalog:
                 "WHERE id IN (SELECT id FROM gen_ids)"
             )
             db.execute("DELETE FROM gen_ids")
-            self._set_meta(db, {"main_generation": generation, **meta})
+            if persisted:
+                db.execute("UPDATE images SET in_file=in_main WHERE in_file != in_main")
+                meta = {"main_generation": generation, **meta}
+            self._set_meta(db, meta)
 
     def reset_main(self) -> None:
         """Forget the main index (it could not be loaded): every live row goes back to the buffer."""
         with self._tx() as db:
             db.execute("UPDATE images SET state='buffer' WHERE state='main'")
-            db.execute("UPDATE images SET in_main=0 WHERE in_main=1")
+            db.execute("UPDATE images SET in_main=0, in_file=0 WHERE in_main=1 OR in_file=1")
             self._set_meta(db, {"main_generation": 0})
 
 

@@ -56,6 +56,10 @@ log = logging.getLogger(__name__)
 EXACT_SUBSET_MAX = 20_000  # filtered searches over at most this many images are done exactly
 MIN_RERANK_CANDIDATES = 100
 REBUILD_DELETED_FRACTION = 0.2
+# A merge writes the main index file only once this many merged vectors are not in it yet (the
+# catalog and vector store already hold them durably; opening re-adds them): merges stay cheap.
+CHECKPOINT_MIN_ROWS = 20_000
+CHECKPOINT_FRACTION = 0.05
 _EMPTY_IDS = np.empty(0, dtype=np.int64)
 
 
@@ -69,10 +73,13 @@ class _View:
     live: np.ndarray  # bool[next_id]: searchable
     buffer_ids: np.ndarray  # int64, ascending
     buffer_vecs: np.ndarray  # float32 (len(buffer_ids), dim)
+    unsaved: int = 0  # vectors in ``main`` that its generation file does not hold yet
     bitmap: np.ndarray = field(init=False)  # packed ``live`` for the faiss selector
+    n_live: int = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bitmap", np.packbits(self.live, bitorder="little"))
+        object.__setattr__(self, "n_live", int(np.count_nonzero(self.live)))
 
     def with_buffer(self, keep: np.ndarray, add_ids: np.ndarray = _EMPTY_IDS, add_vecs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         ids = self.buffer_ids[keep]
@@ -167,11 +174,11 @@ class Engine:
         main, plan = None, None
         if generation:
             path = self._gen_path(generation)
-            expected = len(states.main_ids) + len(states.tombstone_ids)
+            in_file = len(states.main_ids) + len(states.tombstone_ids) - len(states.unsaved_ids)
             try:
                 main = ann.read_index(path)
-                if main.ntotal != expected:
-                    raise ValueError(f"it holds {main.ntotal} vectors, the catalog expects {expected}")
+                if main.ntotal != in_file:
+                    raise ValueError(f"it holds {main.ntotal} vectors, the catalog expects {in_file}")
                 plan = ann.plan_of(meta["main_factory"], self.dim, self.settings.nprobe)
             except Exception as exc:  # noqa: BLE001 - any unreadable index is recovered from the vector store
                 log.warning(
@@ -181,12 +188,19 @@ class Engine:
                 self.catalog.reset_main()
                 states = self.catalog.state_arrays()
                 main, plan, generation = None, None, 0
+            else:
+                # merged since the last checkpoint: re-add from the vector store (no retraining)
+                unsaved = states.unsaved_ids
+                for start in range(0, len(unsaved), ann.ADD_CHUNK):
+                    chunk = unsaved[start : start + ann.ADD_CHUNK]
+                    main.add_with_ids(self.store.get(chunk), chunk)
         self._remove_stale_generations(generation)
         live = np.zeros(states.next_id, dtype=bool)
         live[states.buffer_ids] = True
         live[states.main_ids] = True
         vecs = self.store.get(states.buffer_ids) if len(states.buffer_ids) else np.empty((0, self.dim or 0), np.float32)
-        return _View(main, plan, generation, live, states.buffer_ids, vecs)
+        unsaved = len(states.unsaved_ids) if main is not None else 0
+        return _View(main, plan, generation, live, states.buffer_ids, vecs, unsaved)
 
     def _remove_stale_generations(self, current: int) -> None:
         keep = self._gen_path(current).name if current else None
@@ -198,6 +212,11 @@ class Engine:
                     log.warning("Could not remove stale index file %s: %s", path, exc)
 
     def close(self) -> None:
+        """Checkpoint pending merges (so the next open is quick) and release the store."""
+        try:
+            self.checkpoint()
+        except Exception as exc:  # noqa: BLE001 - merges stay recorded in the catalog; reopening re-adds them
+            log.warning("could not write the main index on close (%s); it is rebuilt from vectors at next open", exc)
         self.catalog.close()
         self._dirlock.release()
 
@@ -436,7 +455,7 @@ class Engine:
             live[np.asarray(replaced, dtype=np.int64)] = False
         keep = live[view.buffer_ids]
         buf_ids, buf_vecs = view.with_buffer(keep, ids, np.asarray(vecs, dtype=np.float32))
-        self._view = _View(view.main, view.plan, view.generation, live, buf_ids, buf_vecs)
+        self._view = replace(view, live=live, buffer_ids=buf_ids, buffer_vecs=buf_vecs)
         return ids.tolist()
 
     # -- removing -----------------------------------------------------------------------------
@@ -468,7 +487,7 @@ class Engine:
                 live = view.live.copy()
                 live[np.asarray(removed, dtype=np.int64)] = False
                 buf_ids, buf_vecs = view.with_buffer(live[view.buffer_ids])
-                self._view = _View(view.main, view.plan, view.generation, live, buf_ids, buf_vecs)
+                self._view = replace(view, live=live, buffer_ids=buf_ids, buffer_vecs=buf_vecs)
         report.removed = removed
         report.not_found = [str(i) for i in sorted(by_id - set(removed))] + report.not_found
         if not removed and (ids or paths):
@@ -519,8 +538,11 @@ class Engine:
                 if progress:
                     progress(min(len(ids), start + ann.ADD_CHUNK), len(ids), "merging buffer")
             retrained = False
-        self._publish(index, plan, view.generation + 1, ids, rebuild=False, last_merge=time.time())
-        return self._report("merge", len(ids), 0, self._view, t0, retrained=retrained)
+        unsaved = view.unsaved + len(ids)
+        save = view.main is None or unsaved >= max(CHECKPOINT_MIN_ROWS, CHECKPOINT_FRACTION * index.ntotal)
+        self._publish(index, plan, view.generation + 1 if save else view.generation, ids, rebuild=False,
+                      save=save, last_merge=time.time())
+        return self._report("merge", len(ids), 0, self._view, t0, retrained=retrained, saved=save)
 
     def rebuild(self, progress: ProgressCallback | None = None, index_string: str | None = None) -> MaintenanceReport:
         """Retrain a new main index on the live vectors only; the one physical delete.
@@ -537,41 +559,66 @@ class Engine:
             dropped = (view.main.ntotal if view.main is not None else 0) + len(view.buffer_ids) - len(live_ids)
             if not len(live_ids):
                 # nothing left: no main index at all (generation 0), every stale file removed
-                self._publish(None, None, 0, live_ids, rebuild=True, last_rebuild=time.time())
-                return self._report("rebuild", 0, dropped, self._view, t0, retrained=False)
+                self._publish(None, None, 0, live_ids, rebuild=True, save=True, last_rebuild=time.time())
+                return self._report("rebuild", 0, dropped, self._view, t0, retrained=False, saved=True)
             plan = ann.plan_for(len(live_ids), self.dim, index_string or self.settings.index_string, self.settings.nprobe)
             index = ann.build(plan, self.dim, live_ids, self.store.get, progress)
-            self._publish(index, plan, view.generation + 1, live_ids, rebuild=True, last_rebuild=time.time())
-            return self._report("rebuild", len(live_ids), dropped, self._view, t0, retrained=plan.trained)
+            self._publish(index, plan, view.generation + 1, live_ids, rebuild=True, save=True, last_rebuild=time.time())
+            return self._report("rebuild", len(live_ids), dropped, self._view, t0, retrained=plan.trained, saved=True)
         finally:
             self._maint_lock.release()
 
-    def _publish(self, index, plan: ann.IndexPlan | None, generation: int, ids: np.ndarray, *, rebuild: bool, **meta: object) -> None:
-        """Persist a new generation and switch to it atomically; ``ids`` are what it now contains."""
-        if index is not None:
+    def _publish(self, index, plan: ann.IndexPlan | None, generation: int, ids: np.ndarray, *, rebuild: bool,
+                 save: bool, **meta: object) -> None:
+        """Switch to a new main index holding ``ids`` (exactly, for a rebuild; in addition, for a merge).
+
+        With ``save`` the index is first written as file ``generation``; the catalog switches to it
+        in the same transaction that records its content, so a crash leaves the old or the new state.
+        Without it (a merge between checkpoints) only the catalog records the merge; opening re-adds
+        those vectors from the vector store.
+        """
+        if save and index is not None:
             ann.write_index(index, self._gen_path(generation))
         with self._write_lock:
             self.catalog.commit_generation(
-                ids, generation=generation, rebuild=rebuild, main_factory=plan.factory if plan else "", **meta
+                ids, generation=generation, rebuild=rebuild, persisted=save,
+                main_factory=plan.factory if plan else "", **meta,
             )
             view = self._view
             keep = ~np.isin(view.buffer_ids, ids, assume_unique=True)
             buf_ids, buf_vecs = view.with_buffer(keep)
-            self._view = _View(index, plan, generation, view.live, buf_ids, buf_vecs)
-        self._remove_stale_generations(generation)
+            unsaved = 0 if save or index is None else view.unsaved + len(ids)
+            self._view = replace(view, main=index, plan=plan, generation=generation, buffer_ids=buf_ids,
+                                 buffer_vecs=buf_vecs, unsaved=unsaved)
+        if save:
+            self._remove_stale_generations(generation)
 
-    def _report(self, op: str, moved: int, dropped: int, view: _View, t0: float, *, retrained: bool) -> MaintenanceReport:
+    def checkpoint(self) -> bool:
+        """Write merges not yet in the index file (done by merges now and then, and on close)."""
+        if not self._maint_lock.acquire(timeout=0.1):
+            return False
+        try:
+            view = self._view
+            if view.main is None or not view.unsaved:
+                return False
+            self._publish(view.main, view.plan, view.generation + 1, _EMPTY_IDS, rebuild=False, save=True)
+            return True
+        finally:
+            self._maint_lock.release()
+
+    def _report(self, op: str, moved: int, dropped: int, view: _View, t0: float, *, retrained: bool,
+                saved: bool = False) -> MaintenanceReport:
         return MaintenanceReport(
             operation=op, moved=moved, dropped=max(0, dropped), generation=view.generation,
             index=view.plan.factory if view.plan else "none", seconds=round(time.perf_counter() - t0, 4),
-            retrained=retrained,
+            retrained=retrained, saved=saved,
         )
 
     def maintenance_advice(self) -> tuple[bool, bool, list[str]]:
         """(merge advised, rebuild advised, human-readable hints)."""
         view = self._view
         hints: list[str] = []
-        n_live = int(view.live.sum())
+        n_live = view.n_live
         merge = len(view.buffer_ids) >= self.settings.merge_threshold
         if merge:
             hints.append(f"merge advised: {len(view.buffer_ids):,} images wait in the exact buffer (threshold "
@@ -606,7 +653,7 @@ class Engine:
 
     def status(self) -> IndexStatus:
         view = self._view
-        n_live = int(view.live.sum())
+        n_live = view.n_live
         n_buf = len(view.buffer_ids)
         meta = self.catalog.meta()
         _, _, hints = self.maintenance_advice()
@@ -626,6 +673,7 @@ class Engine:
             pretrained=self.pretrained,
             dim=self.dim or 0,
             generation=view.generation,
+            unsaved=view.unsaved,
             bytes_on_disk=sum(p.stat().st_size for p in self.data_dir.rglob("*") if p.is_file()),
             data_dir=str(self.data_dir),
             merge_threshold=self.settings.merge_threshold,
@@ -678,7 +726,7 @@ class Engine:
         return int(k)
 
     def _empty(self) -> bool:
-        return not self._view.live.any()
+        return self._view.n_live == 0
 
     def _search(self, q: np.ndarray, k: int, filter: SearchFilter | None, exclude: int | None = None) -> list[list[SearchHit]]:
         view = self._view
@@ -707,7 +755,7 @@ class Engine:
     def _search_view(self, view: _View, q: np.ndarray, k: int, mask: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Top-k (ids, cosine scores) per query over main + buffer, honouring ``mask``."""
         allowed = view.live if mask is None else mask
-        n_allowed = int(allowed.sum())
+        n_allowed = view.n_live if mask is None else int(np.count_nonzero(mask))
         if n_allowed == 0:
             return [(_EMPTY_IDS, np.empty(0, np.float32)) for _ in q]
         if mask is not None and n_allowed <= EXACT_SUBSET_MAX:

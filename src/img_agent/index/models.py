@@ -71,10 +71,11 @@ class MaintenanceReport(BaseModel):
     operation: Literal["merge", "rebuild"]
     moved: int = Field(description="Vectors written into the new main index generation.")
     dropped: int = Field(0, description="Deleted vectors physically removed (rebuild only).")
-    generation: int = Field(description="Main index generation after the operation.")
+    generation: int = Field(description="Generation of the main index file after the operation.")
     index: str = Field(description="Main index description after the operation.")
     seconds: float
     retrained: bool = Field(description="Whether a quantizer was (re)trained.")
+    saved: bool = Field(False, description="Whether a new index file was written (merges write one now and then).")
 
 
 class IndexStatus(BaseModel):
@@ -91,7 +92,8 @@ class IndexStatus(BaseModel):
     model: str
     pretrained: str
     dim: int
-    generation: int = Field(description="Main index generation number (0 = none yet).")
+    generation: int = Field(description="Generation of the main index file (0 = none yet).")
+    unsaved: int = Field(0, description="Merged vectors not yet in the index file (re-added from the vector store at open).")
     bytes_on_disk: int
     data_dir: str
     merge_threshold: int
