@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,32 +109,8 @@ def cmd_tools(ctx: CLIContext) -> int:
     return 0
 
 
-def _standalone_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("global options")
-    group.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help="store folder (env IMG_AGENT_DATA_DIR)")
-    group.add_argument("--model", default=argparse.SUPPRESS, help="open_clip model, or tiny-test (env IMG_AGENT_MODEL)")
-    group.add_argument("--pretrained", default=argparse.SUPPRESS, help="pretrained tag or checkpoint (env IMG_AGENT_PRETRAINED)")
-    group.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=argparse.SUPPRESS)
-    group.add_argument("-v", "--verbose", action="count", default=0, help="log to stderr (-vv: debug)")
-    parser = argparse.ArgumentParser(prog="python -m img_agent.tools.mcp_server", add_help=False)
-    register(parser.add_subparsers(dest="command", required=True), common)
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``img-agent serve`` without the main CLI: ``python -m img_agent.tools.mcp_server [options]``."""
-    from img_agent.cli import CLIContext
-    from img_agent.errors import ImgAgentError
+    """``img-agent serve`` without the console script: ``python -m img_agent.tools.mcp_server [options]``."""
+    from img_agent.cli import main as cli_main
 
-    args = _standalone_parser().parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        return args.func(CLIContext(args))
-    except ImgAgentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return cli_main(["serve", *(sys.argv[1:] if argv is None else argv)])
