@@ -74,7 +74,8 @@ def test_e2e_quick(tmp_path):
     (r,) = result["runs"]
     assert r["status"]["live"] == 3000
     assert r["search_text"]["p50_ms"] > 0
-    assert r["mcp_in_memory"].get("p50_ms", 0) > 0, r["mcp_in_memory"]
+    assert r["mcp_search_by_text"].get("p50_ms", 0) > 0, r["mcp_search_by_text"]
+    assert r["encode_text"]["queries"] == r["search_vectors"]["queries"] == 10
     assert r["mcp_stdio"].get("tools", 0) > 0, r["mcp_stdio"]
 
 
@@ -106,3 +107,30 @@ def test_rerank_of_exact_candidates_is_exact():
     shuffled = qs.gt_ids[:, ::-1].copy()  # right candidates, wrong order
     ids = ann.rerank(ds, qs.xq, shuffled, 10)
     np.testing.assert_array_equal(ids, qs.gt_ids[:, :10])
+
+
+def test_sweep_resumes_from_saved_rows():
+    ds = data.make_dataset(n=2000, nq=10, dim=32)
+    cfg = ann.SweepConfig.quick()
+    cfg.families = ("Flat", "IVF")
+    saved: list[list[dict]] = []
+    rows = ann.run_sweep(ds, cfg, on_plan=lambda r: saved.append(list(r)))
+    assert len(saved) == len(ann.plans_for(ds, cfg)) and saved[-1] == rows
+    messages: list[str] = []
+    again = ann.run_sweep(ds, cfg, done_rows=saved[1], progress=lambda a, m: messages.append(m))
+    assert [r["label"] for r in again] == [r["label"] for r in rows]
+    plans = [p.index_string for p in ann.plans_for(ds, cfg)]
+    built = [m.removeprefix("build ") for m in messages if m.startswith("build ")]
+    assert built == plans[2:]  # the first two plans were saved, the rest is measured again
+
+
+def test_hnsw_coarse_quantizer_shares_the_centroids():
+    ds = data.make_dataset(n=3000, nq=20, dim=32, query_kinds=("image",))
+    cfg = ann.SweepConfig.quick()
+    cfg.families, cfg.ivf_codecs, cfg.ivf_quantizers, cfg.reranks = ("IVF",), ("Flat",), ("flat", "hnsw"), (0,)
+    rows = ann.run_sweep(ds, cfg)
+    flat = {r["params"]["nprobe"]: r for r in rows if "_HNSW" not in r["index"]}
+    hnsw = {r["params"]["nprobe"]: r for r in rows if "_HNSW" in r["index"]}
+    assert flat.keys() == hnsw.keys() and flat
+    for p in flat:  # same centroids, exact assignment for this few lists: the same lists are probed
+        assert abs(flat[p]["R@10"] - hnsw[p]["R@10"]) <= 0.02

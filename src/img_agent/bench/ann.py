@@ -98,6 +98,8 @@ class SweepConfig:
     nprobes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
     max_probe_fraction: float = 1 / 8  # skip nprobe > nlist/8 (scans >12 % of the data: never useful)
     ivf_codecs: tuple[str, ...] = ("Flat", "SQ8", "PQ32")
+    # coarse quantizer: "flat" (exact, scans nlist centroids per query) or "hnsw" (IVF{K}_HNSW32)
+    ivf_quantizers: tuple[str, ...] = ("flat",)
     # candidates re-ranked exactly: 100 = the engine at k=10, 1000 = the engine at k=100 (max(100, 10·k))
     reranks: tuple[int, ...] = (0, 100, 1000)
     train_per_list: int = 64  # k-means training points per IVF list (faiss wants >= 39)
@@ -236,7 +238,12 @@ def _params(family: str, setting: dict):
     import faiss
 
     if family == "IVF":
-        return faiss.SearchParametersIVF(nprobe=int(setting["nprobe"]))
+        nprobe = int(setting["nprobe"])
+        if setting.get("quantizer") == "hnsw":
+            # the HNSW quantizer must look at least nprobe centroids deep
+            qp = faiss.SearchParametersHNSW(efSearch=max(64, 2 * nprobe))
+            return faiss.SearchParametersIVF(nprobe=nprobe, quantizer_params=qp)
+        return faiss.SearchParametersIVF(nprobe=nprobe)
     if family == "HNSW":
         return faiss.SearchParametersHNSW(efSearch=int(setting["efSearch"]))
     return None
@@ -283,12 +290,16 @@ def make_plans(cfg: SweepConfig, n: int) -> list[Plan]:
             codecs = list(cfg.ivf_codecs) if "IVF" in cfg.families else []
             if rule and rule.nlist == nlist and "SQ8" not in codecs:
                 codecs.append("SQ8")
-            for codec in codecs:
-                rr = (0,) if codec == "Flat" else compressed_reranks
-                if rule and rule.nlist == nlist and codec == "SQ8":
-                    rr = tuple(sorted(set(rr) | {0, rule.rerank}))
-                factory = f"IVF{nlist},{codec}" + ("np" if codec.startswith("PQ") else "")
-                plans.append(Plan("IVF", factory, [{"nlist": nlist, "nprobe": p} for p in probes], rr, nlist))
+            for quant in cfg.ivf_quantizers if "IVF" in cfg.families else ("flat",):
+                for codec in codecs if quant == "flat" else list(cfg.ivf_codecs):
+                    rr = (0,) if codec == "Flat" else compressed_reranks
+                    if rule and rule.nlist == nlist and codec == "SQ8" and quant == "flat":
+                        rr = tuple(sorted(set(rr) | {0, rule.rerank}))
+                    head = f"IVF{nlist}" + ("_HNSW32" if quant == "hnsw" else "")
+                    factory = f"{head},{codec}" + ("np" if codec.startswith("PQ") else "")
+                    settings = [{"nlist": nlist, "nprobe": p, **({"quantizer": quant} if quant != "flat" else {})}
+                                for p in probes]
+                    plans.append(Plan("IVF", factory, settings, rr, nlist))
     if "HNSW" in cfg.families:
         plans.append(
             Plan("HNSW", f"HNSW{cfg.hnsw_m}", [{"M": cfg.hnsw_m, "efSearch": e} for e in cfg.ef_search], (0,))
@@ -313,22 +324,20 @@ def _build(plan: Plan, ds: Dataset, cfg: SweepConfig, centroids: dict[int, tuple
         index = faiss.index_factory(d, plan.index_string, metric)
     if plan.family == "IVF":
         nlist = plan.nlist
+        sample = _train_sample(ds.xb, max(nlist, cfg.train_per_list * nlist))
         if nlist not in centroids:
-            sample = _train_sample(ds.xb, max(nlist, cfg.train_per_list * nlist))
+            # the coarse k-means once per nlist (exact assignment), shared by every codec and quantizer
+            coarse = faiss.index_factory(d, f"IVF{nlist},Flat", metric)
             with Timer() as t:
-                index.train(sample)
-            cent = index.quantizer.reconstruct_n(0, nlist)
-            centroids[nlist] = (cent, t.s)
-            extra["kmeans_s"] = round(t.s, 3)
-            extra["train_points"] = int(sample.shape[0])
-            train_s += t.s
-        else:
-            cent, km_s = centroids[nlist]
-            index.quantizer.add(cent)
-            extra["kmeans_s"] = round(km_s, 3)
-            train_s += km_s  # the k-means is part of this index's training cost, even if shared here
-        if not index.is_trained:
-            sample = _train_sample(ds.xb, max(nlist, cfg.train_per_list * nlist))
+                coarse.train(sample)
+            centroids[nlist] = (coarse.quantizer.reconstruct_n(0, nlist), t.s)
+            del coarse
+        cent, km_s = centroids[nlist]
+        index.quantizer.add(cent)
+        extra["kmeans_s"] = round(km_s, 3)
+        extra["train_points"] = int(sample.shape[0])
+        train_s += km_s  # the k-means is part of this index's training cost, even if shared here
+        if not index.is_trained:  # the codec (SQ ranges, PQ codebooks); the quantizer is already trained
             with Timer() as t:
                 index.train(sample)
             train_s += t.s
@@ -381,21 +390,48 @@ def plans_for(ds: Dataset, cfg: SweepConfig) -> list[Plan]:
     return make_plans(default_grid(cfg, ds.n, ds.dim), ds.n)
 
 
-def run_sweep(ds: Dataset, cfg: SweepConfig, *, progress: Callable[[int, str], None] | None = None) -> list[dict]:
+def plan_labels(plan: Plan, query_sets: list[str]) -> set[tuple[str, str]]:
+    """(queries, label) of every row ``plan`` produces (to skip plans already measured)."""
+    return {
+        (q, label({"index": plan.index_string, "params": st, "rerank": rr}))
+        for st in plan.settings
+        for rr in plan.reranks
+        for q in query_sets
+    }
+
+
+def run_sweep(
+    ds: Dataset,
+    cfg: SweepConfig,
+    *,
+    progress: Callable[[int, str], None] | None = None,
+    done_rows: list[dict] | None = None,
+    on_plan: Callable[[list[dict]], None] | None = None,
+) -> list[dict]:
     """Build every planned index once, evaluate every setting on every query set of ``ds``.
 
     ``progress(advance, message)`` is called before each build and after each row. Returns the
     result rows (see the module doc); ``speedup_p50`` compares with the Flat row of the same queries.
+    ``done_rows`` (from an interrupted run on the same data) are kept, and plans whose rows are all
+    among them are skipped; ``on_plan(rows so far)`` is called after each plan (to save progress).
     """
     import faiss
 
     cfg = default_grid(cfg, ds.n, ds.dim)
     plans = make_plans(cfg, ds.n)
     threads = cfg.threads or os.cpu_count() or 1
+    qnames = [q.name for q in ds.queries]
     rows: list[dict] = []
+    have = {(r["queries"], r["label"]) for r in done_rows or []}
     centroids: dict[int, tuple[np.ndarray, float]] = {}
     try:
         for plan in plans:
+            want = plan_labels(plan, qnames)
+            if want <= have:
+                rows += [r for r in done_rows or [] if (r["queries"], r["label"]) in want]
+                if progress:
+                    progress(len(want), f"kept {plan.index_string}")
+                continue
             faiss.omp_set_num_threads(threads)
             if progress:
                 progress(0, f"build {plan.index_string}")
@@ -434,6 +470,8 @@ def run_sweep(ds: Dataset, cfg: SweepConfig, *, progress: Callable[[int, str], N
                             progress(1, f"{qs.name}: {row['label']}")
             del built
             gc.collect()
+            if on_plan:
+                on_plan(rows)
     finally:
         faiss.omp_set_num_threads(threads)
     for qs in ds.queries:

@@ -146,6 +146,22 @@ def register(subparsers, common: argparse.ArgumentParser | None = None) -> argpa
     _add_data(a)
     a.add_argument("--families", type=_choices_list(FAMILIES), default=list(FAMILIES), metavar="F[,F]",
                    help=f"index families to measure (default all: {','.join(FAMILIES)})")
+    g = a.add_argument_group("grid (defaults: docs/benchmarks.md)")
+    g.add_argument("--nlists", type=parse_counts, default=None, metavar="K[,K]",
+                   help="IVF list counts (default: the power of two nearest 4·√N, halved and doubled)")
+    g.add_argument("--ivf-codecs", default=None, metavar="C[,C]",
+                   help="IVF codecs, faiss factory suffixes (default Flat,SQ8,PQ32)")
+    g.add_argument("--ivf-quantizer", type=_choices_list(("flat", "hnsw")), default=None, metavar="Q[,Q]",
+                   help="IVF coarse quantizer: flat (exact) and/or hnsw (IVF{K}_HNSW32; default flat)")
+    g.add_argument("--pq-m", type=parse_counts, default=None, metavar="M[,M]",
+                   help="exhaustive PQ sub-quantizers (default 8,16,32,64)")
+    g.add_argument("--pq-bits", type=parse_counts, default=None, metavar="B[,B]",
+                   help="exhaustive PQ bits per sub-quantizer (default 4,8)")
+    g.add_argument("--lsh-bits", type=parse_counts, default=None, metavar="B[,B]",
+                   help="LSH code bits (default dim/2, dim, 2·dim, 4·dim)")
+    a.add_argument("--resume", action="store_true",
+                   help="keep the rows of an interrupted run on the same data (ann.partial.json in --out) and "
+                        "measure only what is missing")
     a.set_defaults(func=_entry(run_ann))
 
     e = add(sub, "engine", help="the real Engine: search latency/recall, add, merge, remove, rebuild, memory",
@@ -169,7 +185,8 @@ def register(subparsers, common: argparse.ArgumentParser | None = None) -> argpa
                        description="End-to-end query latency through the engine and the MCP server.")
     _add_common(x)
     x.add_argument("--store", type=Path, default=None, metavar="DIR",
-                   help="measure on this existing store (built with the same --model) instead of building one")
+                   help="a persistent store: reused if DIR holds one (built with the same --model), else built there "
+                        "and kept (default: a temporary store, deleted afterwards)")
     x.set_defaults(func=_entry(run_e2e))
 
     rp = sub.add_parser("report", help="re-render markdown and plots from the JSON results in a folder",
@@ -229,6 +246,13 @@ def run_ann(args: argparse.Namespace) -> int:
     cfg = ann_mod.SweepConfig.quick() if args.quick else ann_mod.SweepConfig()
     cfg.families = tuple(args.families)
     cfg.threads = args.threads
+    for attr in ("nlists", "pq_m", "pq_bits", "lsh_bits"):
+        if getattr(args, attr, None):
+            setattr(cfg, attr, tuple(getattr(args, attr)))
+    if getattr(args, "ivf_codecs", None):
+        cfg.ivf_codecs = tuple(c.strip() for c in args.ivf_codecs.split(",") if c.strip())
+    if getattr(args, "ivf_quantizer", None):
+        cfg.ivf_quantizers = tuple(args.ivf_quantizer)
     result = report.new_result("ann", command=_command_line(args), quick=args.quick, config=_jsonable(cfg))
     result["runs"] = []
     kinds = ["file"] if args.data else list(args.kind)
@@ -240,12 +264,21 @@ def run_ann(args: argparse.Namespace) -> int:
                 seed=args.seed, data=args.data, query_data=args.query_data, metric=args.metric,
             )
             plans = ann_mod.plans_for(ds, cfg)
+            partial = out / "ann.partial.json"
+            key = {"name": ds.name, "n": ds.n, "dim": ds.dim, "seed": args.seed, "nq": nq,
+                   "queries": [q.name for q in ds.queries], "data": str(args.data) if args.data else None}
+            done_rows = _load_partial(partial, key) if getattr(args, "resume", False) else []
             bar = _Progress(ann_mod.count_evaluations(plans, len(ds.queries)), f"ann {ds.name} N={ds.n:,}",
                             not args.no_progress)
+
+            def save(rows: list[dict], key=key, partial=partial) -> None:
+                report.write_json(partial, {"key": key, "rows": rows})
+
             try:
-                rows = ann_mod.run_sweep(ds, cfg, progress=bar)
+                rows = ann_mod.run_sweep(ds, cfg, progress=bar, done_rows=done_rows, on_plan=save)
             finally:
                 bar.close()
+            partial.unlink(missing_ok=True)
             run = {
                 "dataset": {"name": ds.name, **ds.info},
                 "query_sets": [{"name": q.name, **q.info} for q in ds.queries],
@@ -261,6 +294,21 @@ def run_ann(args: argparse.Namespace) -> int:
             _write(out, "ann", result, report.ann_markdown(result))  # after each size: partial results survive
     print(out / "ann.md")
     return 0
+
+
+def _load_partial(path: Path, key: dict) -> list[dict]:
+    """Rows of an interrupted sweep on the same data, or [] (with a note) if there are none."""
+    import json
+
+    if not path.exists():
+        log.info("nothing to resume in %s", path)
+        return []
+    saved = json.loads(path.read_text())
+    if saved.get("key") != key:
+        log.warning("%s holds rows of another run (%s); starting afresh", path, saved.get("key"))
+        return []
+    log.info("resuming: %d rows kept from %s", len(saved.get("rows", [])), path)
+    return saved.get("rows", [])
 
 
 def _write(out: Path, name: str, result: dict, markdown: str) -> None:

@@ -5,11 +5,14 @@ the ``auto`` index for N) with a ViT-B-32 text encoder of random weights attache
 the compute is the real model's; the results are meaningless, the latency is not). Measured, one
 query at a time after a warm-up:
 
-- ``encode_text`` alone;
+- ``encode_text`` alone (torch's default thread count, and one thread);
+- ``search_vectors`` with the encoded query (the index part plus catalog lookups);
 - ``Engine.search_text`` (encode + search + catalog lookups), k=20;
 - MCP ``search_by_text`` through an in-memory client session (``mcp.Client`` on the server
   object: JSON-RPC, validation, rendering, no transport), k=20, no thumbnails (the store's
   paths are synthetic);
+- all of the above interleaved query by query, so a burst of load from other processes hits every
+  way alike;
 - MCP over stdio: a fresh ``python -m img_agent.tools.mcp_server`` process on the same store,
   time to ``initialize`` + ``tools/list``, and to the first ``index_status`` (which waits for the
   engine to open in the server's background thread).
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from img_agent.bench.metrics import Timer, percentile
+from img_agent.bench.metrics import percentile
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +46,6 @@ QUERIES = (
 )
 
 
-def _lat(fn, queries: list[str], repeat: int) -> dict:
-    fn(queries[0])  # warm-up
-    times = []
-    for i in range(repeat):
-        q = queries[i % len(queries)]
-        with Timer() as t:
-            fn(q)
-        times.append(t.s * 1e3)
-    return {"p50_ms": round(percentile(times, 50), 3), "p99_ms": round(percentile(times, 99), 3),
-            "mean_ms": round(float(np.mean(times)), 3), "queries": repeat}
-
-
 def build_store(store: Path, n: int, encoder, *, seed: int = 0, progress=lambda a, m: None) -> dict:
     """A store of n synthetic vectors with ``encoder`` recorded as its model; the auto index built."""
     from img_agent.bench.data import synthetic
@@ -65,7 +56,7 @@ def build_store(store: Path, n: int, encoder, *, seed: int = 0, progress=lambda 
     x = synthetic(n, encoder.dim, seed=seed)
     t0 = time.perf_counter()
     with Engine.open(settings, encoder=encoder) as engine:
-        step = 50_000
+        step = 250_000  # few large calls: each add_vectors copies the growing exact buffer once
         for s in range(0, n, step):
             e = min(n, s + step)
             engine.add_vectors(x[s:e], [f"/bench/img_{i:08d}.jpg" for i in range(s, e)])
@@ -78,8 +69,13 @@ def build_store(store: Path, n: int, encoder, *, seed: int = 0, progress=lambda 
             "nprobe": status.nprobe, "rerank_candidates": status.rerank_candidates}
 
 
+def _is_store(folder: Path) -> bool:
+    return (folder / "catalog.sqlite").exists()
+
+
 def run_e2e(*, n: int, model: str, seed: int = 0, store: Path | None = None, repeat: int = 50,
             progress=lambda a, m: None) -> dict:
+    """Build (or reuse, with ``store``) a store of ``n`` vectors and measure query latency on it."""
     from img_agent.bench.ingest import random_encoder
     from img_agent.config import Settings
     from img_agent.index.engine import Engine
@@ -90,22 +86,19 @@ def run_e2e(*, n: int, model: str, seed: int = 0, store: Path | None = None, rep
     if store is None:
         tmp = Path(tempfile.mkdtemp(prefix="img-agent-e2e-"))
         store = tmp / "store"
+    if _is_store(store):
+        out["store"] = {"reused": str(store)}
+    else:
         progress(0, f"building a store of {n:,}")
         out["store"] = build_store(store, n, enc, seed=seed, progress=progress)
     progress(1, "store")
     try:
-        settings = Settings(data_dir=store, model=enc.name)
-        queries = list(QUERIES)
+        settings = Settings(data_dir=store, model=enc.name, pretrained=enc.pretrained)
         with Engine.open(settings, encoder=enc) as engine:
-            out["status"] = {"live": engine.status().live, "index": engine.status().index}
-            out["encode_text"] = _lat(lambda q: engine.encode_text([q]), queries, repeat)
-            out["search_text"] = _lat(lambda q: engine.search_text(q, 20), queries, repeat)
-            vec = engine.encode_text(queries)
-            out["search_vectors"] = _lat(lambda q: engine.search_vectors(vec[queries.index(q)][None, :], 20),
-                                         queries, repeat)
-            progress(1, "engine")
-            out["mcp_in_memory"] = _mcp_in_memory(engine, queries, repeat)
-            progress(1, "mcp in memory")
+            status = engine.status()
+            out["status"] = {"live": status.live, "index": status.index, "nprobe": status.nprobe}
+            out.update(_interleaved(engine, list(QUERIES), repeat))
+            progress(1, "engine + mcp in memory")
         out["mcp_stdio"] = _mcp_stdio(store, enc)
         progress(1, "mcp stdio")
     finally:
@@ -117,7 +110,45 @@ def run_e2e(*, n: int, model: str, seed: int = 0, store: Path | None = None, rep
     return out
 
 
-def _mcp_in_memory(engine, queries: list[str], repeat: int) -> dict:
+def _stats(times: list[float]) -> dict:
+    return {"p50_ms": round(percentile(times, 50), 3), "p99_ms": round(percentile(times, 99), 3),
+            "mean_ms": round(float(np.mean(times)), 3), "queries": len(times)}
+
+
+def _interleaved(engine, queries: list[str], repeat: int) -> dict:
+    """Every way of answering a text query, interleaved query by query.
+
+    On a shared machine a burst of load then hits all ways alike instead of whichever happened to run
+    during it. Ways: ``encode_text`` (torch's default threads, and one thread), ``search_vectors`` of
+    the encoded query, ``Engine.search_text`` (encode + search + records), and MCP ``search_by_text``
+    through an in-memory client session, when the MCP server module is available.
+    """
+    import torch
+
+    vecs = engine.encode_text(queries)
+    default_threads = torch.get_num_threads()
+    times: dict[str, list[float]] = {}
+
+    def timed(name: str, fn) -> None:
+        t0 = time.perf_counter()
+        fn()
+        times.setdefault(name, []).append((time.perf_counter() - t0) * 1e3)
+
+    def one_thread_encode(q: str) -> None:
+        torch.set_num_threads(1)
+        try:
+            engine.encode_text([q])
+        finally:
+            torch.set_num_threads(default_threads)
+
+    def engine_ways(i: int) -> None:
+        q = queries[i % len(queries)]
+        timed("encode_text", lambda: engine.encode_text([q]))
+        timed("encode_text_1thread", lambda: one_thread_encode(q))
+        timed("search_vectors", lambda: engine.search_vectors(vecs[i % len(queries)][None, :], 20))
+        timed("search_text", lambda: engine.search_text(q, 20))
+
+    mcp_error = None
     try:
         import anyio
         from mcp import Client
@@ -125,26 +156,39 @@ def _mcp_in_memory(engine, queries: list[str], repeat: int) -> dict:
         from img_agent.tools.definitions import ImageTools
         from img_agent.tools.mcp_server import create_server
     except ImportError as exc:
-        return {"error": f"not measured: {exc}"}
+        mcp_error = f"not measured: {exc}"
 
-    server = create_server(ImageTools(engine), llm_configured=False)
-    times: list[float] = []
+    if mcp_error is None:
+        server = create_server(ImageTools(engine), llm_configured=False)
 
-    async def go() -> None:
-        async with Client(server) as client:
-            args = {"query": queries[0], "k": 20, "thumbnails": 0}
-            res = await client.call_tool("search_by_text", args)
-            if res.is_error:
-                raise RuntimeError(f"search_by_text failed: {res.content}")
-            for i in range(repeat):
-                args = {"query": queries[i % len(queries)], "k": 20, "thumbnails": 0}
-                t0 = time.perf_counter()
-                await client.call_tool("search_by_text", args)
-                times.append((time.perf_counter() - t0) * 1e3)
+        async def go() -> None:
+            async with Client(server) as client:
+                for i in range(-1, repeat):  # -1: warm-up round, not kept
+                    engine_ways(max(i, 0))
+                    args = {"query": queries[max(i, 0) % len(queries)], "k": 20, "thumbnails": 0}
+                    t0 = time.perf_counter()
+                    res = await client.call_tool("search_by_text", args)
+                    times.setdefault("mcp_search_by_text", []).append((time.perf_counter() - t0) * 1e3)
+                    if res.is_error:
+                        raise RuntimeError(f"search_by_text failed: {res.content}")
+                    if i < 0:
+                        for v in times.values():
+                            v.clear()
 
-    anyio.run(go)
-    return {"p50_ms": round(percentile(times, 50), 3), "p99_ms": round(percentile(times, 99), 3),
-            "queries": len(times), "thumbnails": 0}
+        anyio.run(go)
+    else:
+        for i in range(-1, repeat):
+            engine_ways(max(i, 0))
+            if i < 0:
+                for v in times.values():
+                    v.clear()
+    out = {name: _stats(v) for name, v in times.items()}
+    out["torch_threads"] = default_threads
+    if mcp_error:
+        out["mcp_search_by_text"] = {"error": mcp_error}
+    else:
+        out["mcp_search_by_text"]["thumbnails"] = 0
+    return out
 
 
 def _mcp_stdio(store: Path, encoder) -> dict:
