@@ -1,3 +1,3 @@
-from img_agent.cli import main
+from img_agent.cli.main import main
 
 raise SystemExit(main())

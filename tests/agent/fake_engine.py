@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from img_agent.errors import InvalidInputError, NotFoundError
-from img_agent.index.models import ImageRecord, SearchFilter, SearchHit
+from img_agent.results import ImageRecord, SearchFilter, SearchHit
 
 
 def record(image_id: int, path: str | None = None, **extra: object) -> ImageRecord:

@@ -8,10 +8,10 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from fake_llm import request_images
+from img_agent.testing.fake_llm import request_images
 from PIL import Image
 
-from img_agent.agent import cli as agent_cli
+from img_agent.cli import agent as agent_cli
 from img_agent.agent.chat import ChatSession
 from img_agent.agent.qa import answer_question
 from img_agent.agent.rag import rag_search
@@ -108,12 +108,11 @@ def indexed(settings, image_dir):
 
 
 @pytest.fixture
-def main_cli(monkeypatch):
-    """The main CLI with the agent commands registered (whether or not the lead has listed them yet)."""
-    cli = pytest.importorskip("img_agent.cli")
-    if "img_agent.agent.cli" not in cli._SURFACES:
-        monkeypatch.setattr(cli, "_SURFACES", (*cli._SURFACES, "img_agent.agent.cli"))
-    return cli
+def main_cli():
+    """The main command line."""
+    from img_agent.cli import main as cli_main
+
+    return cli_main
 
 
 def test_main_cli_ask(indexed, main_cli, fake_llm, capsys):

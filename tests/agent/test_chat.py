@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from fake_llm import request_text
+from img_agent.testing.fake_llm import request_text
 from fake_tools import TOOLS, Dispatcher
 
 from img_agent.agent.chat import ChatSession

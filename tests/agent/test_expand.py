@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fake_llm import request_text
+from img_agent.testing.fake_llm import request_text
 
 from img_agent.agent.expand import (
     dedupe_queries,

@@ -6,7 +6,7 @@ import socket
 import time
 
 import pytest
-from fake_llm import IMAGE_REFUSAL_MESSAGE, request_images, request_text
+from img_agent.testing.fake_llm import IMAGE_REFUSAL_MESSAGE, request_images, request_text
 
 from img_agent.agent import llm as llm_module
 from img_agent.agent.llm import LLMClient, extract_json, user_message

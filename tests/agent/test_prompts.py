@@ -27,7 +27,7 @@ EXPECTED = {
 }
 
 
-def test_bundled_folder_is_the_repository_prompts_in_a_checkout():
+def test_bundled_folder_is_package_data():
     folder = bundled_prompts_dir()
     assert folder.is_dir()
     assert folder.name == "prompts"

@@ -10,7 +10,7 @@ from fake_engine import FakeEngine
 
 from img_agent.agent.rag import NO_LLM_NOTE, rag_search
 from img_agent.errors import InvalidInputError
-from img_agent.index.models import SearchFilter
+from img_agent.results import SearchFilter
 
 QUERY = "a dog playing in the park"
 V1, V2 = "dog running on grass", "puppy playing outdoors"

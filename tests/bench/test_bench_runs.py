@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from img_agent.bench import ann, cli, data
+from img_agent.bench import ann, data
+from img_agent.cli import bench as cli
 
 
 def _run(tmp_path, *argv: str) -> dict:

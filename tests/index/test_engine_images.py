@@ -14,7 +14,7 @@ from PIL import Image
 
 from img_agent.errors import ImageDecodeError, InvalidInputError, ModelError, NotFoundError
 from img_agent.index.engine import Engine
-from img_agent.index.models import SearchFilter
+from img_agent.results import SearchFilter
 from img_agent.testing import make_images
 
 

@@ -17,7 +17,7 @@ from img_agent.errors import (
     StoreVersionError,
 )
 from img_agent.index.engine import Engine
-from img_agent.index.models import SearchFilter
+from img_agent.results import SearchFilter
 from img_agent.testing import clip_like_vectors
 
 DIM = 32
@@ -223,7 +223,7 @@ def test_small_collection_falls_back_from_untrainable_index_string(tmp_path):
 
 
 def test_auto_index_choice_and_rebuild_hint(tmp_path, monkeypatch):
-    from img_agent.index import ann
+    from img_agent.index import faiss_plan as ann
 
     monkeypatch.setattr(ann, "AUTO_RULES", ((1000, "Flat"), (float("inf"), "IVF64,SQ8")))
     x = clip_like_vectors(4000, DIM, seed=15)

@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from img_agent.config import MAX_TOPK, Settings
 from img_agent.errors import BusyError, ImageDecodeError, InvalidInputError, NotFoundError
-from img_agent.index.models import (
+from img_agent.results import (
     AddReport,
     ImageRecord,
     IndexStatus,

@@ -256,7 +256,7 @@ def test_a_tool_definition_must_be_complete(method: str) -> None:
 
 def test_add_images_names_the_extensions_the_walk_uses() -> None:
     """The description lists the image extensions (kept literal so the server starts without Pillow)."""
-    from img_agent.index.images import IMAGE_EXTENSIONS
+    from img_agent.embed.images import IMAGE_EXTENSIONS
 
     description = get_spec("add_images").arguments_model("openai").model_fields["paths"].description or ""
     listed = set(re.findall(r"\.[a-z]+", description.split("searched for", 1)[1]))

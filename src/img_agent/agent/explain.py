@@ -17,7 +17,7 @@ from img_agent.agent.llm import LabeledImage, LLMClient
 from img_agent.agent.prompts import render_prompt
 from img_agent.agent.protocols import ThumbnailSource
 from img_agent.errors import ImgAgentError, LLMError
-from img_agent.index.models import SearchHit
+from img_agent.results import SearchHit
 
 logger = logging.getLogger(__name__)
 

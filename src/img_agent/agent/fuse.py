@@ -34,7 +34,7 @@ from typing import Literal, get_args
 from pydantic import Field
 
 from img_agent.errors import InvalidInputError
-from img_agent.index.models import SearchHit
+from img_agent.results import SearchHit
 
 FusionMethod = Literal["rrf", "max", "mean"]
 FUSION_METHODS: tuple[str, ...] = get_args(FusionMethod)

@@ -1,9 +1,7 @@
 """Prompt files with named variables.
 
-Prompts live as plain text files named ``<name>.txt``. The bundled ones ship in the wheel as
-``img_agent/prompts/`` (``pyproject.toml`` force-includes the top-level ``prompts/`` folder there);
-in a source checkout the top-level ``prompts/`` folder is used directly. A user folder
-(``LLM_PROMPTS_DIR``) overrides any of them file by file.
+Prompts live as plain text files named ``<name>.txt``. The bundled ones are package data in
+``img_agent/prompts/``. A user folder (``LLM_PROMPTS_DIR``) overrides any of them file by file.
 
 Variables use :class:`string.Template` syntax, ``$query`` or ``${query}`` (``$$`` is a literal
 dollar sign), so prompts can show JSON examples with braces untouched. Rendering with a variable
@@ -25,15 +23,8 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def bundled_prompts_dir() -> Path:
-    """The folder of the prompts shipped with img-agent.
-
-    Installed from a wheel: ``img_agent/prompts`` inside the package. Editable install or source
-    checkout: the repository's top-level ``prompts/``.
-    """
-    packaged = Path(__file__).resolve().parents[1] / "prompts"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[3] / "prompts"
+    """The folder of the prompts shipped with img-agent (package data)."""
+    return Path(__file__).resolve().parents[1] / "prompts"
 
 
 def bundled_prompt_names() -> list[str]:

@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from img_agent.index.models import SearchFilter, SearchHit
+from img_agent.results import SearchFilter, SearchHit
 
 
 @runtime_checkable

@@ -22,7 +22,7 @@ from img_agent.agent.prompts import render_prompt
 from img_agent.agent.protocols import RetrievalEngine
 from img_agent.agent.rag import check_k, retrieve_fused
 from img_agent.errors import LLMError
-from img_agent.index.models import SearchFilter
+from img_agent.results import SearchFilter
 
 logger = logging.getLogger(__name__)
 

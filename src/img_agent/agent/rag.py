@@ -27,7 +27,7 @@ from img_agent.agent.llm import LLMClient
 from img_agent.agent.protocols import RetrievalEngine
 from img_agent.config import DEFAULT_TOPK, MAX_TOPK
 from img_agent.errors import InvalidInputError
-from img_agent.index.models import SearchFilter
+from img_agent.results import SearchFilter
 
 logger = logging.getLogger(__name__)
 

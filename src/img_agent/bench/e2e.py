@@ -229,7 +229,7 @@ def _mcp_stdio(store: Path, encoder) -> dict:
 
 def main(args) -> int:
     from img_agent.bench import report
-    from img_agent.bench.cli import _command_line, _Progress
+    from img_agent.cli.bench import _command_line, _Progress
 
     t0 = time.time()
     out_dir: Path = args.out

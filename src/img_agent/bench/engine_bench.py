@@ -367,7 +367,7 @@ def serving_probe(store: Path, queries: np.ndarray, model: str = MODEL_FOR_512) 
 
 def main(args) -> int:
     from img_agent.bench import report
-    from img_agent.bench.cli import _command_line, _Progress
+    from img_agent.cli.bench import _command_line, _Progress
 
     t0 = time.time()
     out: Path = args.out

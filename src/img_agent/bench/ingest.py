@@ -54,12 +54,12 @@ def make_jpegs(folder: Path, n: int, *, size: tuple[int, int] = (640, 480), seed
 
 
 def random_encoder(model: str = "ViT-B-32", device: str = "cpu"):
-    """A :class:`~img_agent.index.encoder.ClipEncoder` for ``model`` with seeded random weights.
+    """A :class:`~img_agent.embed.encoder.ClipEncoder` for ``model`` with seeded random weights.
 
     ``tiny-test`` uses the package's own preset; any other open_clip name is built from its config
     with ``pretrained=None`` (never downloads). Same compute as the real model, meaningless vectors.
     """
-    from img_agent.index.encoder import MODEL_PRESETS, ClipEncoder
+    from img_agent.embed.encoder import MODEL_PRESETS, ClipEncoder
 
     preset = MODEL_PRESETS.get(model)
     if preset is not None and preset.random_weights:
@@ -119,7 +119,7 @@ def naive_loop(encoder, paths: list[Path]) -> dict:
 
 def stream_only(encoder, paths: list[Path], batch_size: int, workers: int) -> dict:
     """``ClipEncoder.encode_stream`` with the engine's reader, without catalog or vector store."""
-    from img_agent.index.images import read_image_file
+    from img_agent.embed.images import read_image_file
 
     def load(p: Path):
         img = read_image_file(p, max_bytes=200 * 2**20, max_pixels=100_000_000, draft_size=encoder.image_size)
@@ -196,7 +196,7 @@ def run_ingest(*, images: int, size: tuple[int, int], model: str, batch_size: in
 
 def main(args) -> int:
     from img_agent.bench import report
-    from img_agent.bench.cli import _command_line, _Progress
+    from img_agent.cli.bench import _command_line, _Progress
 
     t0 = time.time()
     out: Path = args.out

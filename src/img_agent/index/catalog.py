@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from img_agent.errors import ModelMismatchError, NotFoundError, StoreCorruptError, StoreVersionError
-from img_agent.index.models import ImageRecord
+from img_agent.results import ImageRecord
 
 FORMAT_VERSION = 1
 

@@ -33,9 +33,9 @@ from img_agent.errors import (
     NotFoundError,
     StoreError,
 )
-from img_agent.index import ann
+from img_agent.index import faiss_plan
 from img_agent.index.catalog import Catalog, NewImage, check_integrity
-from img_agent.index.models import (
+from img_agent.results import (
     AddReport,
     ImageRecord,
     IndexStatus,
@@ -49,7 +49,7 @@ from img_agent.index.models import (
 from img_agent.index.vectors import VectorStore
 
 if TYPE_CHECKING:
-    from img_agent.index.encoder import ClipEncoder
+    from img_agent.embed.encoder import ClipEncoder
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class _View:
     """An immutable snapshot of everything a search needs. Replaced, never mutated."""
 
     main: Any | None
-    plan: ann.IndexPlan | None
+    plan: faiss_plan.IndexPlan | None
     generation: int
     live: np.ndarray  # bool[next_id]: searchable
     buffer_ids: np.ndarray  # int64, ascending
@@ -176,10 +176,10 @@ class Engine:
             path = self._gen_path(generation)
             in_file = len(states.main_ids) + len(states.tombstone_ids) - len(states.unsaved_ids)
             try:
-                main = ann.read_index(path)
+                main = faiss_plan.read_index(path)
                 if main.ntotal != in_file:
                     raise ValueError(f"it holds {main.ntotal} vectors, the catalog expects {in_file}")
-                plan = ann.plan_of(meta["main_factory"], self.dim, self.settings.nprobe)
+                plan = faiss_plan.plan_of(meta["main_factory"], self.dim, self.settings.nprobe)
             except Exception as exc:  # noqa: BLE001 - any unreadable index is recovered from the vector store
                 log.warning(
                     "Main index %s is unusable (%s); its images go back to the exact buffer. "
@@ -191,8 +191,8 @@ class Engine:
             else:
                 # merged since the last checkpoint: re-add from the vector store (no retraining)
                 unsaved = states.unsaved_ids
-                for start in range(0, len(unsaved), ann.ADD_CHUNK):
-                    chunk = unsaved[start : start + ann.ADD_CHUNK]
+                for start in range(0, len(unsaved), faiss_plan.ADD_CHUNK):
+                    chunk = unsaved[start : start + faiss_plan.ADD_CHUNK]
                     main.add_with_ids(self.store.get(chunk), chunk)
         self._remove_stale_generations(generation)
         live = np.zeros(states.next_id, dtype=bool)
@@ -238,7 +238,7 @@ class Engine:
         if self._encoder is None:
             with self._encoder_lock:
                 if self._encoder is None:
-                    from img_agent.index.encoder import get_encoder
+                    from img_agent.embed.encoder import get_encoder
 
                     encoder = get_encoder(self.model, self.pretrained, self.settings.device)
                     self.catalog.bind_model(self.model, self.pretrained, encoder.dim)
@@ -259,7 +259,7 @@ class Engine:
 
     def encode_image(self, image: Path | str | bytes) -> np.ndarray:
         """Embedding of one image given as a file path or encoded bytes."""
-        from img_agent.index.images import decode_image_bytes, read_image_file
+        from img_agent.embed.images import decode_image_bytes, read_image_file
 
         s = self.settings
         if isinstance(image, (bytes, bytearray)):
@@ -289,7 +289,7 @@ class Engine:
         Each encoded batch is durable and searchable as soon as it is committed. With
         ``remove_missing``, images indexed under the given folders whose files are gone are removed.
         """
-        from img_agent.index.images import iter_image_files
+        from img_agent.embed.images import iter_image_files
 
         paths = [Path(p).expanduser() for p in paths]
         report = AddReport()
@@ -334,7 +334,7 @@ class Engine:
                 return False
 
         def load(path: Path):
-            from img_agent.index.images import read_image_file
+            from img_agent.embed.images import read_image_file
 
             img = read_image_file(
                 path,
@@ -527,16 +527,16 @@ class Engine:
         if not len(ids):
             return self._report("merge", 0, 0, view, t0, retrained=False)
         if view.main is None:
-            plan = ann.plan_for(len(ids), self.dim, self.settings.index_string, self.settings.nprobe)
-            index = ann.build(plan, self.dim, ids, self.store.get, progress)
+            plan = faiss_plan.plan_for(len(ids), self.dim, self.settings.index_string, self.settings.nprobe)
+            index = faiss_plan.build(plan, self.dim, ids, self.store.get, progress)
             retrained = plan.trained
         else:
             plan = view.plan
             index = faiss.clone_index(view.main)
-            for start in range(0, len(ids), ann.ADD_CHUNK):
-                index.add_with_ids(vecs[start : start + ann.ADD_CHUNK], ids[start : start + ann.ADD_CHUNK])
+            for start in range(0, len(ids), faiss_plan.ADD_CHUNK):
+                index.add_with_ids(vecs[start : start + faiss_plan.ADD_CHUNK], ids[start : start + faiss_plan.ADD_CHUNK])
                 if progress:
-                    progress(min(len(ids), start + ann.ADD_CHUNK), len(ids), "merging buffer")
+                    progress(min(len(ids), start + faiss_plan.ADD_CHUNK), len(ids), "merging buffer")
             retrained = False
         unsaved = view.unsaved + len(ids)
         save = view.main is None or unsaved >= max(CHECKPOINT_MIN_ROWS, CHECKPOINT_FRACTION * index.ntotal)
@@ -561,14 +561,14 @@ class Engine:
                 # nothing left: no main index at all (generation 0), every stale file removed
                 self._publish(None, None, 0, live_ids, rebuild=True, save=True, last_rebuild=time.time())
                 return self._report("rebuild", 0, dropped, self._view, t0, retrained=False, saved=True)
-            plan = ann.plan_for(len(live_ids), self.dim, index_string or self.settings.index_string, self.settings.nprobe)
-            index = ann.build(plan, self.dim, live_ids, self.store.get, progress)
+            plan = faiss_plan.plan_for(len(live_ids), self.dim, index_string or self.settings.index_string, self.settings.nprobe)
+            index = faiss_plan.build(plan, self.dim, live_ids, self.store.get, progress)
             self._publish(index, plan, view.generation + 1, live_ids, rebuild=True, save=True, last_rebuild=time.time())
             return self._report("rebuild", len(live_ids), dropped, self._view, t0, retrained=plan.trained, saved=True)
         finally:
             self._maint_lock.release()
 
-    def _publish(self, index, plan: ann.IndexPlan | None, generation: int, ids: np.ndarray, *, rebuild: bool,
+    def _publish(self, index, plan: faiss_plan.IndexPlan | None, generation: int, ids: np.ndarray, *, rebuild: bool,
                  save: bool, **meta: object) -> None:
         """Switch to a new main index holding ``ids`` (exactly, for a rebuild; in addition, for a merge).
 
@@ -578,7 +578,7 @@ class Engine:
         those vectors from the vector store.
         """
         if save and index is not None:
-            ann.write_index(index, self._gen_path(generation))
+            faiss_plan.write_index(index, self._gen_path(generation))
         with self._write_lock:
             self.catalog.commit_generation(
                 ids, generation=generation, rebuild=rebuild, persisted=save,
@@ -631,7 +631,7 @@ class Engine:
                 hints.append(f"rebuild advised: {tomb:,} removed images still occupy the main index "
                              f"({tomb / view.main.ntotal:.0%}); run 'img-agent rebuild' to drop them.")
         if self.dim and n_live:
-            want = ann.plan_for(n_live, self.dim, self.settings.index_string, self.settings.nprobe)
+            want = faiss_plan.plan_for(n_live, self.dim, self.settings.index_string, self.settings.nprobe)
             have = view.plan.factory if view.plan else None
             if want.note:
                 hints.append(want.note)
@@ -786,8 +786,8 @@ class Engine:
         import faiss
 
         plan = view.plan
-        selector = ann.bitmap_selector(bitmap)
-        params = ann.search_params(plan, selector)
+        selector = faiss_plan.bitmap_selector(bitmap)
+        params = faiss_plan.search_params(plan, selector)
         kk = k if plan.exact_scores else max(k * self.settings.rerank, MIN_RERANK_CANDIDATES)
         kk = min(kk, view.main.ntotal)
         threads = faiss.omp_get_max_threads()
@@ -830,7 +830,7 @@ class Engine:
 
     def thumbnail(self, image_id: int, max_side: int = 256, quality: int = 80) -> bytes:
         """A JPEG thumbnail of an indexed image, read from its file."""
-        from img_agent.index.images import make_thumbnail, read_image_file
+        from img_agent.embed.images import make_thumbnail, read_image_file
 
         rec = self.catalog.record(image_id)
         path = Path(rec.path)
@@ -865,7 +865,7 @@ def _normalise(x: np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(x / norms, dtype=np.float32)
 
 
-def _outgrown(have: str, want: ann.IndexPlan, n_live: int) -> bool:
+def _outgrown(have: str, want: faiss_plan.IndexPlan, n_live: int) -> bool:
     """Whether the current index type no longer fits the collection (worth a retrain)."""
     if have == "Flat" or want.factory == "Flat":
         return True
@@ -893,7 +893,7 @@ def _resolve_model(settings: Settings, meta: dict[str, str], encoder: ClipEncode
 def canonical_pretrained(model: str, pretrained: str | None) -> str:
     """The weights label recorded for a store: a tag, an absolute checkpoint path, or random-seed-N."""
     from img_agent.errors import ConfigError
-    from img_agent.index.encoder import MODEL_PRESETS, default_pretrained
+    from img_agent.embed.encoder import MODEL_PRESETS, default_pretrained
 
     preset = MODEL_PRESETS.get(model)
     if preset is not None and preset.random_weights:

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from img_agent.config import MAX_TOPK
 from img_agent.errors import ImageDecodeError, ImgAgentError, InvalidInputError
-from img_agent.index.models import (
+from img_agent.results import (
     AddReport,
     IndexStatus,
     MaintenanceReport,

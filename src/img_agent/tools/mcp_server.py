@@ -40,7 +40,7 @@ from pydantic import BaseModel
 from img_agent import __version__
 from img_agent.config import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT
 from img_agent.errors import ImgAgentError, StoreError
-from img_agent.index.models import SearchHit
+from img_agent.results import SearchHit
 from img_agent.tools.definitions import (
     MAX_THUMBNAIL_BYTES_TOTAL,
     THUMBNAIL_QUALITY,
@@ -408,6 +408,6 @@ def _is_loopback(host: str) -> bool:
 
 
 if __name__ == "__main__":  # python -m img_agent.tools.mcp_server [options]  ==  img-agent serve [options]
-    from img_agent.tools.cli import main
+    from img_agent.cli.tools import main
 
     raise SystemExit(main())

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from img_agent.index.models import AddReport, IndexStatus, MaintenanceReport, RemoveReport, SearchHit, SkippedItem
+from img_agent.results import AddReport, IndexStatus, MaintenanceReport, RemoveReport, SearchHit, SkippedItem
 from img_agent.tools.definitions import AnswerResult, SearchResult
 
 MAX_LISTED_SKIPS = 20

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from img_agent.errors import AccessDeniedError, ImageDecodeError, InvalidInputError, NotFoundError
-from img_agent.index.models import SkippedItem
+from img_agent.results import SkippedItem
 
 MAX_INLINE_IMAGE_BYTES = 16 * 1024 * 1024
 """Largest base64 image accepted by a tool, in bytes after decoding."""
@@ -211,7 +211,7 @@ class Sandbox:
         the roots; a link leading outside is skipped with a reason that does not reveal its target.
         Each file is returned once, resolved.
         """
-        from img_agent.index.images import is_image_name  # Pillow and numpy: not needed at server start
+        from img_agent.embed.images import is_image_name  # Pillow and numpy: not needed at server start
 
         files: list[Path] = []
         seen: set[Path] = set()

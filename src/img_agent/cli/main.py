@@ -25,7 +25,7 @@ log = logging.getLogger("img_agent")
 # flag name -> Settings field, for the options every command shares
 _GLOBAL_SETTINGS = ("data_dir", "model", "pretrained", "device")
 # modules adding their own commands with register(subparsers, common_options)
-_SURFACES = ("img_agent.tools.cli", "img_agent.agent.cli", "img_agent.bench.cli")
+_SURFACES = ("img_agent.cli.tools", "img_agent.cli.agent", "img_agent.cli.bench")
 
 
 class CLIContext:
@@ -174,7 +174,7 @@ def cmd_index(ctx: CLIContext) -> int:
 
 def cmd_search(ctx: CLIContext) -> int:
     from img_agent.errors import InvalidInputError
-    from img_agent.index.models import SearchFilter
+    from img_agent.results import SearchFilter
 
     args = ctx.args
     given = [x for x in (args.text, args.image, args.similar) if x is not None]
@@ -184,7 +184,7 @@ def cmd_search(ctx: CLIContext) -> int:
     if args.expand:
         if args.text is None:
             raise InvalidInputError("--expand works with a text query.")
-        from img_agent.agent.cli import run_rag_search
+        from img_agent.cli.agent import run_rag_search
 
         return run_rag_search(ctx, args.text, args.k, flt)
     eng = ctx.engine()

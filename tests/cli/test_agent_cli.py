@@ -11,10 +11,10 @@ import pytest
 from fake_engine import FakeEngine
 from fake_tools import TOOLS, Dispatcher
 
-from img_agent.agent import cli as agent_cli
+from img_agent.cli import agent as agent_cli
 from img_agent.config import Settings
 from img_agent.errors import ConfigError, LLMNotConfiguredError
-from img_agent.index.models import SearchFilter
+from img_agent.results import SearchFilter
 
 
 class FakeContext:

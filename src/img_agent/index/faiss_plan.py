@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from img_agent.errors import ConfigError
-from img_agent.index.models import ProgressCallback
+from img_agent.results import ProgressCallback
 from img_agent.index.vectors import fsync_dir
 
 log = logging.getLogger(__name__)

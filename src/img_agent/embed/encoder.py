@@ -38,8 +38,8 @@ import numpy as np
 from PIL import Image
 
 from img_agent.errors import ConfigError, InvalidInputError, ModelError
-from img_agent.index.images import DuplicateContent, DuplicateItem, to_rgb
-from img_agent.index.models import ProgressCallback, SkippedItem
+from img_agent.embed.images import DuplicateContent, DuplicateItem, to_rgb
+from img_agent.results import ProgressCallback, SkippedItem
 
 if TYPE_CHECKING:
     import torch
@@ -383,7 +383,7 @@ class EncodedChunk(NamedTuple):
     """One step of :meth:`ClipEncoder.encode_stream` (unpacks as a 3-tuple).
 
     ``payloads[i]`` belongs to ``vectors[i]``; ``skipped`` lists the items of this stretch of
-    input that produced no vector (:class:`~img_agent.index.images.DuplicateItem` for known
+    input that produced no vector (:class:`~img_agent.embed.images.DuplicateItem` for known
     content, a plain :class:`SkippedItem` for failures).
     """
 
@@ -625,7 +625,7 @@ class ClipEncoder:
         return out
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Embed images (any mode; converted as :func:`~img_agent.index.images.to_rgb` does).
+        """Embed images (any mode; converted as :func:`~img_agent.embed.images.to_rgb` does).
 
         Returns float32 (len(images), dim), rows of unit length.
         """
@@ -656,8 +656,8 @@ class ClipEncoder:
         The payload is kept until its chunk is yielded: it should not hold the image.
 
         Per-item failures do not stop the stream: a ``load`` raising
-        :class:`~img_agent.index.images.DuplicateContent` becomes a
-        :class:`~img_agent.index.images.DuplicateItem` (reason ``"duplicate: ..."``; count it as
+        :class:`~img_agent.embed.images.DuplicateContent` becomes a
+        :class:`~img_agent.embed.images.DuplicateItem` (reason ``"duplicate: ..."``; count it as
         unchanged), one raising :class:`~img_agent.errors.InvalidInputError` (e.g.
         ``ImageDecodeError``) or ``OSError`` becomes a :class:`SkippedItem` with the error
         text as reason. ``path`` is ``str(item)``. Any other exception is a bug and propagates.

@@ -4,7 +4,7 @@ Everything here is plain Pillow + numpy + stdlib (no torch), so it is cheap to i
 safe to run in decode threads.
 
 * :func:`iter_image_files` walks files and folders and yields absolute, resolved image paths
-  in a deterministic order, or a :class:`~img_agent.index.models.SkippedItem` for anything it
+  in a deterministic order, or a :class:`~img_agent.results.SkippedItem` for anything it
   cannot use (missing path, broken link, link loop, unreadable folder). It never skips silently.
 * :func:`read_image_file` stats, size-checks, reads and hashes a file once, lets the caller
   drop known content (:class:`DuplicateContent`) *before* the costly decode, then decodes it.
@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from img_agent.errors import ImageDecodeError, InvalidInputError
-from img_agent.index.models import SkippedItem
+from img_agent.results import SkippedItem
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from img_agent.errors import ImageDecodeError, InvalidInputError
-from img_agent.index.images import (
+from img_agent.embed.images import (
     IMAGE_EXTENSIONS,
     DuplicateContent,
     DuplicateItem,
@@ -26,7 +26,7 @@ from img_agent.index.images import (
     read_image_file,
     to_rgb,
 )
-from img_agent.index.models import SkippedItem
+from img_agent.results import SkippedItem
 
 MAX_BYTES = 10_000_000
 MAX_PIXELS = 10_000_000
@@ -151,7 +151,7 @@ def test_special_file_with_image_name_is_reported(tmp_path: Path):
 
 def _deny(monkeypatch, module_function: str, denied: Path) -> None:
     """Make ``os.<function>`` fail with EACCES for ``denied`` (root ignores file modes, so chmod cannot)."""
-    import img_agent.index.images as images_module
+    import img_agent.embed.images as images_module
 
     real = getattr(os, module_function)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from img_agent.cli import CLIContext
+    from img_agent.cli.main import CLIContext
 
 FORMATS = ("openai", "responses", "mcp")
 
@@ -111,6 +111,6 @@ def cmd_tools(ctx: CLIContext) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``img-agent serve`` without the console script: ``python -m img_agent.tools.mcp_server [options]``."""
-    from img_agent.cli import main as cli_main
+    from img_agent.cli.main import main as cli_main
 
     return cli_main(["serve", *(sys.argv[1:] if argv is None else argv)])

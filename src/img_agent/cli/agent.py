@@ -30,10 +30,10 @@ from img_agent.agent.qa import DEFAULT_QA_K, QAResult, answer_question
 from img_agent.agent.rag import RagResult, rag_search
 from img_agent.config import LLMSettings
 from img_agent.errors import ConfigError, InvalidInputError, LLMNotConfiguredError
-from img_agent.index.models import SearchFilter
+from img_agent.results import SearchFilter
 
 if TYPE_CHECKING:
-    from img_agent.cli import CLIContext
+    from img_agent.cli.main import CLIContext
 
 _LLM_FLAGS = {
     "llm_base_url": "base_url",

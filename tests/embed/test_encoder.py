@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from img_agent.errors import ConfigError, ImageDecodeError, InvalidInputError, ModelError
-from img_agent.index import encoder as encoder_module
-from img_agent.index.encoder import (
+from img_agent.embed import encoder as encoder_module
+from img_agent.embed.encoder import (
     MODEL_PRESETS,
     ClipEncoder,
     EncodedChunk,
@@ -27,8 +27,8 @@ from img_agent.index.encoder import (
     get_encoder,
     resolve_device,
 )
-from img_agent.index.images import DuplicateItem, read_image_file
-from img_agent.index.models import SkippedItem
+from img_agent.embed.images import DuplicateItem, read_image_file
+from img_agent.results import SkippedItem
 from img_agent.testing import make_images
 
 MAX_BYTES = 10_000_000
@@ -65,7 +65,7 @@ def _assert_unit_rows(vectors: np.ndarray, n: int, dim: int) -> None:
 
 
 def test_importing_the_encoder_does_not_import_torch():
-    code = "import sys, img_agent.index.encoder; assert 'torch' not in sys.modules and 'open_clip' not in sys.modules"
+    code = "import sys, img_agent.embed.encoder; assert 'torch' not in sys.modules and 'open_clip' not in sys.modules"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 

@@ -1,0 +1,1 @@
+"""The ``img-agent`` command line: the only package that prints or exits (entry point: ``main.main``)."""
