@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable, Literal
 
 from pydantic import BaseModel, Field
+
+from img_agent.config import MAX_TOPK
+from img_agent.errors import InvalidInputError
 
 ProgressCallback = Callable[[int, "int | None", str], None]
 """``progress(done, total, message)``; total is None while unknown."""
@@ -42,6 +46,21 @@ class SearchFilter(BaseModel):
     @property
     def active(self) -> bool:
         return bool(self.path_prefix or self.path_glob)
+
+    @classmethod
+    def of(cls, path_prefix: str | None = None, path_glob: str | None = None) -> SearchFilter | None:
+        """The filter for these options, or None when none is set (empty strings count as unset)."""
+        flt = cls(path_prefix=path_prefix or None, path_glob=path_glob or None)
+        return flt if flt.active else None
+
+
+def check_k(k: int | None, default: int) -> int:
+    """``k`` as an int (``default`` when None); raises :class:`InvalidInputError` unless 1 <= k <= MAX_TOPK."""
+    if k is None:
+        return default
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= MAX_TOPK:
+        raise InvalidInputError(f"k must be an integer from 1 to {MAX_TOPK}; got {k!r}.")
+    return int(k)
 
 
 class SkippedItem(BaseModel):
