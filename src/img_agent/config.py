@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_TOPK = 20
 MAX_TOPK = 1000
-DEFAULT_MERGE_THRESHOLD = 1000  # as in the seed design
+DEFAULT_MERGE_THRESHOLD = 1000  # buffered vectors that trigger a merge into the main index
 DEFAULT_HTTP_HOST = "127.0.0.1"  # streamable-HTTP MCP binds to loopback unless told otherwise
 DEFAULT_HTTP_PORT = 8765
 
@@ -93,7 +93,7 @@ class Settings(BaseSettings):
 
 
 class LLMSettings(BaseSettings):
-    """OpenAI-compatible LLM endpoint. Env prefix ``LLM_`` as in the seed (``LLM_BASE_URL`` ...)."""
+    """OpenAI-compatible LLM endpoint. Env prefix ``LLM_`` (``LLM_BASE_URL``, ``LLM_API_KEY``, ``LLM_MODEL`` ...)."""
 
     model_config = SettingsConfigDict(
         env_prefix="LLM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"

@@ -15,7 +15,6 @@ Every message says what happened and what to do about it, so adapters can hand
     │   ├── ImageDecodeError       bytes/file that are not a usable image
     │   └── AccessDeniedError      path outside the allowed roots
     ├── BusyError              a maintenance job is already running
-    ├── CancelledError         a long job was cancelled by its caller
     └── LLMError               the configured LLM failed (after retries)
         └── LLMNotConfiguredError
 """
@@ -69,10 +68,6 @@ class AccessDeniedError(InvalidInputError):
 
 class BusyError(ImgAgentError):
     """A maintenance job (merge, rebuild) is already running."""
-
-
-class CancelledError(ImgAgentError):
-    """A long job stopped because its caller cancelled it."""
 
 
 class LLMError(ImgAgentError):

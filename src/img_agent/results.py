@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from dataclasses import dataclass
 from typing import Callable, Literal
 
 from pydantic import BaseModel, Field
@@ -12,6 +13,30 @@ from img_agent.errors import InvalidInputError
 
 ProgressCallback = Callable[[int, "int | None", str], None]
 """``progress(done, total, message)``; total is None while unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileFacts:
+    """What the catalog records about one image file, found when it is read (and decoded).
+
+    ``width``, ``height`` and ``format`` stay 0 / ``""`` until the file is decoded, and for
+    vectors added without them.
+    """
+
+    path: str
+    """Absolute path of the file."""
+    size: int
+    """File size in bytes (the bytes that were hashed)."""
+    mtime: float
+    """File modification time (Unix seconds)."""
+    sha256: str
+    """Hex SHA-256 of the file bytes."""
+    width: int = 0
+    """Full pixel width after EXIF orientation."""
+    height: int = 0
+    """Full pixel height after EXIF orientation."""
+    format: str = ""
+    """Pillow format name, e.g. ``"JPEG"``, ``"PNG"``."""
 
 
 class ImageRecord(BaseModel):

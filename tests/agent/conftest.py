@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from fake_engine import FakeEngine
+
+from img_agent.testing.fake_engine import FakeEngine
 
 
 @pytest.fixture

@@ -8,15 +8,16 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from img_agent.testing.fake_llm import request_images
 from PIL import Image
 
-from img_agent.cli import agent as agent_cli
 from img_agent.agent.chat import ChatSession
 from img_agent.agent.qa import answer_question
 from img_agent.agent.rag import rag_search
-
-engine_module = pytest.importorskip("img_agent.index.engine")
+from img_agent.cli import agent as agent_cli
+from img_agent.index import engine as engine_module
+from img_agent.testing.fake_llm import request_images
+from img_agent.tools import openai_tools
+from img_agent.tools.image_tools import ImageTools
 
 
 @pytest.fixture
@@ -66,7 +67,6 @@ def test_answer_question_without_image_support(engine, llm, fake_llm):
 
 
 def test_chat_through_the_real_tools_layer_recovers_from_a_tool_error(engine, llm, fake_llm):
-    pytest.importorskip("img_agent.tools.openai_tools")
     tools, dispatch = agent_cli.build_tools(engine, llm)
     session = ChatSession(llm, tools, dispatch)
     fake_llm.reply_tool_calls(("search_by_text", '{"query": "red", "k": 0}'))  # k out of range
@@ -86,9 +86,6 @@ def test_chat_through_the_real_tools_layer_recovers_from_a_tool_error(engine, ll
 
 
 def test_ask_about_images_tool_uses_this_layer(engine, llm, fake_llm):
-    openai_tools = pytest.importorskip("img_agent.tools.openai_tools")
-    from img_agent.tools.definitions import ImageTools
-
     fake_llm.reply('["a red square"]')
     fake_llm.reply("It is red [1].")
     result = json.loads(

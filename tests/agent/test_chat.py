@@ -6,11 +6,12 @@ import json
 from typing import Any
 
 import pytest
-from img_agent.testing.fake_llm import request_text
-from fake_tools import TOOLS, Dispatcher
 
 from img_agent.agent.chat import ChatSession
 from img_agent.errors import LLMNotConfiguredError, NotFoundError
+from img_agent.testing.fake_llm import request_text
+from img_agent.testing.fake_tools import TOOLS, Dispatcher
+
 
 @pytest.fixture
 def dispatcher() -> Dispatcher:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from img_agent.testing.fake_llm import request_text
 
 from img_agent.agent.expand import (
     dedupe_queries,
-    expand,
     expand_query,
+    expand_query_detailed,
     needs_english,
     parse_query_list,
 )
 from img_agent.errors import InvalidInputError
+from img_agent.testing.fake_llm import request_text
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_needs_english():
 
 def test_expansion_keeps_original_first_and_drops_duplicates(llm, fake_llm):
     fake_llm.reply('{"queries": ["A DOG PLAYING IN THE PARK", "dog running on grass", "puppy playing outdoors", "dog running on grass"]}')
-    result = expand(llm, "a dog playing in the park", 3)
+    result = expand_query_detailed(llm, "a dog playing in the park", 3)
     assert result.queries == ["a dog playing in the park", "dog running on grass", "puppy playing outdoors"]
     assert result.llm_used is True
     assert result.notes == []
@@ -88,7 +88,7 @@ def test_fenced_answer(llm, fake_llm):
 
 def test_malformed_answer_falls_back_to_the_original(llm, fake_llm):
     fake_llm.reply('{"queries": ["sunset over the sea", "beach')
-    result = expand(llm, "sunset beach", 3)
+    result = expand_query_detailed(llm, "sunset beach", 3)
     assert result.queries == ["sunset beach"]
     assert result.llm_used is False
     assert "no usable list" in result.notes[0]
@@ -96,14 +96,14 @@ def test_malformed_answer_falls_back_to_the_original(llm, fake_llm):
 
 def test_only_duplicates_gives_a_note(llm, fake_llm):
     fake_llm.reply('["Sunset  Beach"]')
-    result = expand(llm, "sunset beach", 3)
+    result = expand_query_detailed(llm, "sunset beach", 3)
     assert result.queries == ["sunset beach"]
     assert "no new variants" in result.notes[0]
 
 
 def test_chinese_query_asks_for_english_variants(llm, fake_llm):
     fake_llm.reply('["a dog playing in the park", "puppy running on grass", "公园里的小狗"]')
-    result = expand(llm, "公园里玩耍的狗", 3)
+    result = expand_query_detailed(llm, "公园里玩耍的狗", 3)
     assert result.queries == ["公园里玩耍的狗", "a dog playing in the park", "puppy running on grass", "公园里的小狗"]
     assert result.notes == []
     assert "not written in English" in request_text(fake_llm.requests[0])
@@ -111,13 +111,13 @@ def test_chinese_query_asks_for_english_variants(llm, fake_llm):
 
 def test_chinese_query_without_english_variant_is_noted(llm, fake_llm):
     fake_llm.reply('["公园里的小狗", "草地上奔跑的狗"]')
-    result = expand(llm, "公园里玩耍的狗", 3)
+    result = expand_query_detailed(llm, "公园里玩耍的狗", 3)
     assert len(result.queries) == 3
     assert any("no English variant" in note for note in result.notes)
 
 
 def test_no_llm_means_no_expansion():
-    result = expand(None, "  a   dog ", 3)
+    result = expand_query_detailed(None, "  a   dog ", 3)
     assert result.queries == ["a dog"]
     assert result.llm_used is False
     assert "No LLM configured" in result.notes[0]
@@ -139,7 +139,7 @@ def test_llm_failure_falls_back_with_a_note(make_llm, fake_llm, script):
         fake_llm.slow(1.0)
     else:
         fake_llm.reply(None, refusal="I can't help with that.")
-    result = expand(client, "a dog", 3)
+    result = expand_query_detailed(client, "a dog", 3)
     assert result.queries == ["a dog"]
     assert result.llm_used is False
     assert result.notes[0].startswith("Query expansion failed:")
@@ -148,4 +148,4 @@ def test_llm_failure_falls_back_with_a_note(make_llm, fake_llm, script):
 @pytest.mark.parametrize(("query", "n"), [("", 3), ("   ", 3), ("dog", -1), ("dog", 11)])
 def test_invalid_input(llm, query, n):
     with pytest.raises(InvalidInputError):
-        expand(llm, query, n)
+        expand_query_detailed(llm, query, n)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fake_engine import FakeEngine, hit
-from img_agent.testing.fake_llm import request_images, request_text
-
 from img_agent.agent.explain import describe_hit, explain_results
 from img_agent.results import SearchHit
+from img_agent.testing.fake_engine import FakeEngine, hit
+from img_agent.testing.fake_llm import request_images, request_text
+
 
 HITS = [hit(i, 0.3 - i / 100, rank=i) for i in range(1, 7)]
 

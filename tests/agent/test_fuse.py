@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from fake_engine import hit
 
 from img_agent.agent.fuse import fuse, reciprocal_rank_fusion, score_fusion
 from img_agent.errors import InvalidInputError
+from img_agent.testing.fake_engine import hit
 
 
 def ranked(*pairs: tuple[str, list[tuple[int, float]]]):

@@ -6,12 +6,14 @@ import socket
 import time
 
 import pytest
-from img_agent.testing.fake_llm import IMAGE_REFUSAL_MESSAGE, request_images, request_text
 
 from img_agent.agent import llm as llm_module
-from img_agent.agent.llm import LLMClient, extract_json, user_message
+from img_agent.agent.jsontext import extract_json
+from img_agent.agent.llm import LLMClient, user_message
 from img_agent.config import LLMSettings
 from img_agent.errors import LLMError
+from img_agent.testing.fake_llm import IMAGE_REFUSAL_MESSAGE, request_images, request_text
+
 
 HELLO = [{"role": "user", "content": "hello"}]
 

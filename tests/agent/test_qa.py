@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from fake_engine import FakeEngine
-from img_agent.testing.fake_llm import request_images, request_text
 
 from img_agent.agent.qa import answer_question, parse_citations
+from img_agent.testing.fake_engine import FakeEngine
+from img_agent.testing.fake_llm import request_images, request_text
+
 
 QUESTION = "What colour is the car?"
 

@@ -1,4 +1,4 @@
-"""RAG search: the seed's shape, expansion + fusion + explanation, and every fallback."""
+"""RAG search: the response shape, expansion + fusion + explanation, and every fallback."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import json
 import time
 
 import pytest
-from fake_engine import FakeEngine
 
 from img_agent.agent.rag import NO_LLM_NOTE, rag_search
 from img_agent.errors import InvalidInputError
 from img_agent.results import SearchFilter
+from img_agent.testing.fake_engine import FakeEngine
+
 
 QUERY = "a dog playing in the park"
 V1, V2 = "dog running on grass", "puppy playing outdoors"
@@ -22,7 +23,7 @@ RANKINGS = {
 }
 
 
-def test_seed_shape_with_expansion_fusion_and_explanation(llm, fake_llm):
+def test_response_shape_with_expansion_fusion_and_explanation(llm, fake_llm):
     engine = FakeEngine(RANKINGS)
     fake_llm.reply(json.dumps({"queries": [V1, V2]}))
     fake_llm.reply("Image 3 matches all three queries.")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from img_agent.bench.data import synthetic
-from img_agent.bench.engine_bench import MODEL_FOR_512, _hit_ids, _Live
+from img_agent.bench.engine_bench import MODEL_FOR_512, LiveMirror, hit_ids
 from img_agent.bench.metrics import recall_table
+from img_agent.bench.synthetic import synthetic
 from img_agent.config import Settings
 
 N = 60_000  # just above the exact-search threshold: the smallest trained index the rule builds
@@ -24,7 +24,7 @@ FLOORS = {"image": 0.95, "text": 0.90}
 def test_auto_index_meets_recall_floor(tmp_path):
     from img_agent.index.engine import Engine
 
-    mirror = _Live(synthetic(N, 512, seed=7))
+    mirror = LiveMirror(synthetic(N, 512, seed=7))
     settings = Settings(data_dir=tmp_path / "store", model=MODEL_FOR_512, merge_threshold=10**9)
     with Engine.open(settings) as engine:
         for s in range(0, N, 20_000):
@@ -36,7 +36,7 @@ def test_auto_index_meets_recall_floor(tmp_path):
         for kind, floor in FLOORS.items():
             xq = synthetic(200, 512, seed=7, query=kind)
             qs = mirror.exact(xq, 10, kind)
-            ids = _hit_ids(engine.search_vectors(xq, 10), 10)
+            ids = hit_ids(engine.search_vectors(xq, 10), 10)
             r10 = recall_table(ids, mirror.x, qs, ks=(10,), rs=())["R@10"]
             assert r10 >= floor, f"{status.index} nprobe={status.nprobe}: R@10 {r10:.3f} < {floor} on {kind} queries"
             assert np.all(ids >= 0)

@@ -8,34 +8,25 @@ import json
 from typing import Any
 
 import pytest
-from fake_engine import FakeEngine
-from fake_tools import TOOLS, Dispatcher
 
 from img_agent.cli import agent as agent_cli
+from img_agent.cli.context import CLIContext, llm_settings
 from img_agent.config import Settings
 from img_agent.errors import ConfigError, LLMNotConfiguredError
 from img_agent.results import SearchFilter
+from img_agent.testing.fake_engine import FakeEngine
+from img_agent.testing.fake_tools import TOOLS, Dispatcher
 
 
-class FakeContext:
-    """The slice of the main CLI's ``CLIContext`` the agent handlers use."""
+class FakeContext(CLIContext):
+    """The main CLI's context over a given engine, with ``topk`` 4."""
 
     def __init__(self, args: argparse.Namespace, engine: Any) -> None:
-        self.args = args
-        self.json = bool(getattr(args, "json", False))
+        super().__init__(args)
         self._engine = engine
 
     def settings(self) -> Settings:
         return Settings(topk=4)
-
-    def engine(self) -> Any:
-        return self._engine
-
-    def emit(self, result: Any, human: Any) -> None:
-        if self.json:
-            print(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False))
-        else:
-            human()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -156,18 +147,17 @@ def test_llm_flags_override_the_environment(monkeypatch):
     monkeypatch.setenv("LLM_MODEL", "env-model")
     monkeypatch.setenv("LLM_BASE_URL", "http://example.invalid/v1")
     args = parser().parse_args(["ask", "q", "--llm-model", "flag-model", "--llm-timeout", "3"])
-    settings = agent_cli.llm_settings_from_args(args)
+    settings = llm_settings(args)
     assert (settings.model, settings.base_url, settings.timeout) == ("flag-model", "http://example.invalid/v1", 3.0)
 
 
 def test_invalid_llm_flag_is_a_config_error():
     args = parser().parse_args(["ask", "q", "--llm-timeout", "-1"])
     with pytest.raises(ConfigError, match="timeout"):
-        agent_cli.llm_settings_from_args(args)
+        llm_settings(args)
 
 
 def test_default_tools_come_from_the_tools_layer():
-    pytest.importorskip("img_agent.tools.openai_tools")
     from img_agent.tools.openai_tools import chat_completions_tools
 
     class Engine:

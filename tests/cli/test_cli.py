@@ -83,3 +83,12 @@ def test_flags_beat_environment(tmp_path, image_dir):
     assert (flag_store / "catalog.sqlite").exists() and not env_store.exists()
     out = json.loads(run("status", "--json", data_dir=flag_store).stdout)
     assert out["live"] == 12
+
+
+def test_help_lists_every_command():
+    from img_agent.cli.main import build_parser
+
+    lines = build_parser().format_help().splitlines()
+    listed = [line.split()[0] for line in lines if line.startswith("    ") and not line.startswith("     ")]
+    assert listed == ["index", "search", "remove", "merge", "rebuild", "status", "serve", "tools", "ask", "chat",
+                      "bench"]

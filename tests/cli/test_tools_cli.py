@@ -12,7 +12,8 @@ import pytest
 from img_agent.errors import ConfigError
 from img_agent.tools import chat_completions_tools, responses_tools
 from img_agent.cli.tools import register
-from img_agent.tools.mcp_server import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT, mcp_tool_list
+from img_agent.config import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT
+from img_agent.tools.mcp_server import mcp_tool_list
 
 
 @pytest.fixture

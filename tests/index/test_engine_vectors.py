@@ -115,14 +115,14 @@ def test_merge_does_not_retrain_ivf(tmp_path):
         eng.add_vectors(x[:2500], paths(2500))
         first = eng.merge()
         assert first.retrained and first.index == "IVF16,PQ8x4"
-        ivf = faiss.extract_index_ivf(eng._view.main)
+        ivf = faiss.extract_index_ivf(eng.main_index)
         centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist).copy()
-        codebook = faiss.vector_to_array(faiss.downcast_index(eng._view.main).pq.centroids).copy()
+        codebook = faiss.vector_to_array(faiss.downcast_index(eng.main_index).pq.centroids).copy()
         eng.add_vectors(x[2500:], paths(500, 2500))
         rep = eng.merge()
         assert rep.moved == 500 and not rep.retrained
         assert rep.generation == 1 and not rep.saved  # merges write the index file only now and then
-        main = eng._view.main
+        main = eng.main_index
         assert main.ntotal == 3000
         ivf2 = faiss.extract_index_ivf(main)
         np.testing.assert_array_equal(ivf2.quantizer.reconstruct_n(0, ivf2.nlist), centroids)
@@ -206,7 +206,7 @@ def test_rebuild_drops_deleted_keeps_ids_and_trains(tmp_path):
         assert rep.moved == 2010 and rep.dropped == 2000
         st = eng.status()
         assert (st.live, st.main, st.buffer, st.deleted) == (2010, 2010, 0, 0)
-        assert eng._view.main.ntotal == 2010
+        assert eng.main_index.ntotal == 2010
         hits = eng.search_vectors(x[1][None], 1)[0]
         assert hits[0].id == 1 and hits[0].path == "/virtual/img_000001.jpg"
         assert hits[0].score == pytest.approx(1.0, abs=1e-5)
@@ -406,7 +406,7 @@ def test_concurrent_searches_during_adds_merges_rebuilds_and_removes(tmp_path):
 def test_maintenance_jobs_do_not_overlap(tmp_path):
     with open_engine(tmp_path) as eng:
         eng.add_vectors(clip_like_vectors(10, DIM), paths(10))
-        with eng._maint_lock:  # as if a rebuild were running
+        with eng._state.maint_lock:  # as if a rebuild were running
             with pytest.raises(BusyError, match="already running"):
                 eng.merge()
             with pytest.raises(BusyError):
@@ -416,7 +416,7 @@ def test_maintenance_jobs_do_not_overlap(tmp_path):
 
 
 def test_merges_between_checkpoints_survive_reopen_with_and_without_close(tmp_path):
-    from img_agent.index import engine as engine_mod
+    from img_agent.index import maintenance as maintenance_mod
 
     x = clip_like_vectors(900, DIM, seed=24)
     q = clip_like_vectors(4, DIM, seed=25)
@@ -435,7 +435,7 @@ def test_merges_between_checkpoints_survive_reopen_with_and_without_close(tmp_pa
     eng = open_engine(tmp_path, merge_threshold=10**6, index_string="IVF8,Flat", nprobe=8)
     st = eng.status()
     assert (st.live, st.main, st.buffer, st.unsaved, st.generation) == (699, 699, 0, 300, 1)
-    assert eng._view.main.ntotal == 700
+    assert eng.main_index.ntotal == 700
     assert [[h.id for h in hits] for hits in eng.search_vectors(q, 50)] == before
     eng.add_vectors(x[700:], paths(200, 700))
     eng.merge()
@@ -447,11 +447,11 @@ def test_merges_between_checkpoints_survive_reopen_with_and_without_close(tmp_pa
 
     # enough unsaved rows make a merge write the file itself
     with open_engine(tmp_path, merge_threshold=10**6, index_string="IVF8,Flat") as eng:
-        old = engine_mod.CHECKPOINT_MIN_ROWS
-        engine_mod.CHECKPOINT_MIN_ROWS = 50
+        old = maintenance_mod.CHECKPOINT_MIN_ROWS
+        maintenance_mod.CHECKPOINT_MIN_ROWS = 50
         try:
             eng.add_vectors(clip_like_vectors(60, DIM, seed=26), paths(60, 5000))
             rep = eng.merge()
         finally:
-            engine_mod.CHECKPOINT_MIN_ROWS = old
+            maintenance_mod.CHECKPOINT_MIN_ROWS = old
         assert rep.saved and rep.generation == 3 and eng.status().unsaved == 0

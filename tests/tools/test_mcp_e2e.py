@@ -19,23 +19,18 @@ from mcp.types import ImageContent, TextContent
 
 import img_agent
 from img_agent.tools import TOOL_NAMES
-from img_agent.tools.definitions import EMPTY_INDEX_MESSAGE, AnswerResult, SearchResult
+from img_agent.tools.image_tools import EMPTY_INDEX_MESSAGE, AnswerResult, SearchResult
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 SRC = Path(img_agent.__file__).resolve().parents[1]
+SERVE = ["-m", "img_agent", "serve"]
+"""The server as an MCP client configuration starts it: ``python -m img_agent serve [options]``."""
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def _main_cli_has_serve() -> bool:
-    out = subprocess.run(
-        [sys.executable, "-m", "img_agent", "--help"], capture_output=True, text=True, env=_env(), timeout=60, check=True
-    )
-    return " serve " in out.stdout or "serve" in out.stdout.split("COMMAND", 1)[-1]
 
 
 def _env() -> dict[str, str]:
@@ -65,10 +60,10 @@ async def _tools_listed(params: StdioServerParameters, errlog) -> tuple[float, l
         return time.perf_counter() - started, [tool.name for tool in listed.tools]
 
 
-async def test_module_entry_lists_tools_before_the_model_loads(tmp_path: Path, image_dir: Path) -> None:
+async def test_serve_lists_tools_before_the_model_loads(tmp_path: Path, image_dir: Path) -> None:
     log = tmp_path / "server.log"
     with log.open("w") as errlog:
-        elapsed, names = await _tools_listed(_params(["-m", "img_agent.tools.mcp_server"], tmp_path / "data", image_dir), errlog)
+        elapsed, names = await _tools_listed(_params(SERVE, tmp_path / "data", image_dir), errlog)
     assert names == list(TOOL_NAMES)
     print(f"process start -> initialize + tools/list: {elapsed:.2f} s")
     assert elapsed < 5.0
@@ -76,13 +71,11 @@ async def test_module_entry_lists_tools_before_the_model_loads(tmp_path: Path, i
 
 
 async def test_every_tool_over_stdio(tmp_path: Path, image_dir: Path) -> None:
-    # `img-agent serve` once the main CLI registers the tools commands; the module entry until then
-    entry = ["-m", "img_agent", "serve"] if _main_cli_has_serve() else ["-m", "img_agent.tools.mcp_server"]
     (image_dir / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.jpg").write_bytes((image_dir / "img_0000.jpg").read_bytes())
-    params = _params(entry, tmp_path / "data", image_dir)
+    params = _params(SERVE, tmp_path / "data", image_dir)
     progress: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(done: float, total: float | None, message: str | None) -> None:
@@ -177,7 +170,7 @@ async def test_streamable_http(tmp_path: Path, image_dir: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    args = ["-m", "img_agent.tools.mcp_server", "--http", "--port", str(port), "--model", "tiny-test",
+    args = [*SERVE, "--http", "--port", str(port), "--model", "tiny-test",
             "--data-dir", str(tmp_path / "data"), "--root", str(image_dir)]
     server = subprocess.Popen([sys.executable, *args], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from img_agent.errors import ModelMismatchError
 from img_agent.tools import TOOL_NAMES, ImageTools, dispatch
-from img_agent.tools.definitions import SearchResult
+from img_agent.tools.image_tools import SearchResult
 from img_agent.tools.mcp_server import create_server
 
 pytestmark = pytest.mark.anyio

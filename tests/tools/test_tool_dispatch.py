@@ -10,7 +10,8 @@ import pytest
 
 from img_agent.errors import InvalidInputError
 from img_agent.tools import TOOL_SPECS, ImageTools, dispatch, get_spec
-from img_agent.tools.definitions import EMPTY_INDEX_MESSAGE, error_message
+from img_agent.tools.image_tools import EMPTY_INDEX_MESSAGE
+from img_agent.tools.spec import error_message
 
 
 def call(tools: ImageTools, name: str, **arguments) -> dict:
@@ -61,9 +62,9 @@ def test_null_means_default_and_json_strings_are_forgiven(indexed_tools: ImageTo
     plain = call(indexed_tools, "search_by_text", query="cat", k=None, path_prefix=None, path_glob=None, expand=None)
     assert len(plain["hits"]) == 12  # fake index holds 12; default k (20) applies
     spec = get_spec("remove_images")
-    assert spec.parse({"ids": "[1, 2]", "paths": None}, "openai") == {"ids": [1, 2], "paths": None}
+    assert spec.parse({"ids": "[1, 2]", "paths": None}) == {"ids": [1, 2], "paths": None}
     with pytest.raises(InvalidInputError, match=r"'query': Input should be a valid string \(got null\)"):
-        get_spec("search_by_text").parse({"query": None}, "openai")
+        get_spec("search_by_text").parse({"query": None})
 
 
 # ------------------------------------------------------------------------------ every tool
@@ -138,6 +139,19 @@ def test_add_images_degrades_per_item(tools: ImageTools, image_dir: Path, tmp_pa
     reasons = {Path(item["path"]).name: item["reason"] for item in report["skipped"]}
     assert "not an image" in reasons["broken.jpg"]
     assert "outside the allowed folders" in reasons["outside"]
+
+
+def test_add_images_follows_no_link_out_of_the_allowed_folders(tools: ImageTools, image_dir: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes((image_dir / "img_0000.jpg").read_bytes())
+    (image_dir / "link.jpg").symlink_to(outside / "secret.jpg")
+    (image_dir / "linked").symlink_to(outside)
+    report = call(tools, "add_images", paths=[str(image_dir)])
+    assert len(report["added"]) == 12
+    reasons = {Path(item["path"]).name: item["reason"] for item in report["skipped"]}
+    assert set(reasons) == {"link.jpg", "linked"}
+    assert all("outside the allowed folders" in reason and str(outside) not in reason for reason in reasons.values())
 
 
 def test_empty_index_is_an_actionable_error(tools: ImageTools) -> None:

@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from img_agent.tools import TOOL_NAMES, TOOL_SPECS, chat_completions_tools, get_spec, responses_tools
-from img_agent.tools.definitions import INJECTED, _spec_from_method, tool
+from img_agent.tools.spec import INJECTED, spec_from_method, tool
 from img_agent.tools.mcp_server import mcp_tool_list
 from img_agent.tools.openai_tools import strict_parameters
 
@@ -132,9 +132,9 @@ def test_tool_names_are_the_contract() -> None:
 
 @pytest.mark.parametrize("spec", TOOL_SPECS, ids=lambda s: s.name)
 def test_openai_parameters_satisfy_strict_rules(spec) -> None:
-    schema = strict_parameters(spec.arguments_model("openai"))
+    schema = strict_parameters(spec.arguments_model())
     assert strict_violations(schema) == []
-    model = spec.arguments_model("openai")
+    model = spec.arguments_model()
     for name, field in model.model_fields.items():
         prop = schema["properties"][name]
         assert prop.get("description"), f"{spec.name}.{name} has no description"
@@ -251,13 +251,13 @@ class _Broken:
 @pytest.mark.parametrize("method", ["no_description", "not_a_model", "bad_injection", "no_docstring"])
 def test_a_tool_definition_must_be_complete(method: str) -> None:
     with pytest.raises(TypeError):
-        _spec_from_method(getattr(_Broken, method))
+        spec_from_method(getattr(_Broken, method))
 
 
 def test_add_images_names_the_extensions_the_walk_uses() -> None:
     """The description lists the image extensions (kept literal so the server starts without Pillow)."""
     from img_agent.embed.images import IMAGE_EXTENSIONS
 
-    description = get_spec("add_images").arguments_model("openai").model_fields["paths"].description or ""
+    description = get_spec("add_images").arguments_model().model_fields["paths"].description or ""
     listed = set(re.findall(r"\.[a-z]+", description.split("searched for", 1)[1]))
     assert listed == set(IMAGE_EXTENSIONS)

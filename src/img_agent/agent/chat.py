@@ -1,11 +1,11 @@
 """A multi-turn chat in which the model calls img-agent's tools.
 
-The session never imports the tools layer: it is given the tool schemas (Chat Completions
-``{"type": "function", "function": {...}}`` dicts) and a dispatcher, a callable
-``(name, arguments_json) -> result_json`` (``img_agent.tools.openai_tools.dispatch`` bound to an
-``ImageTools``). Each user message runs a loop: ask the model; if it calls tools, run them and
-hand every result back, then ask again; stop at a text answer or after :data:`MAX_TOOL_ROUNDS`
-rounds of tool calls (then the model is asked once more, tools disabled, for a final answer).
+The session is given the tool schemas (Chat Completions ``{"type": "function", "function": {...}}``
+dicts) and a dispatcher, a callable ``(name, arguments_json) -> result_json``; whoever builds the
+session decides which tools those are. Each user message runs a loop: ask the model; if it calls
+tools, run them and hand every result back, then ask again; stop at a text answer or after
+:data:`MAX_TOOL_ROUNDS` rounds of tool calls (then the model is asked once more, tools disabled,
+for a final answer).
 
 A failing tool call never ends the turn: an unknown tool name, arguments that are not a JSON
 object, or an error from the tool all go back to the model as the tool's result

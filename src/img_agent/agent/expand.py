@@ -16,7 +16,8 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, Field
 
-from img_agent.agent.llm import LLMClient, extract_json
+from img_agent.agent.jsontext import extract_json
+from img_agent.agent.llm import LLMClient
 from img_agent.agent.prompts import render_prompt
 from img_agent.errors import InvalidInputError, LLMError
 
@@ -145,7 +146,7 @@ def parse_query_list(text: str) -> list[str] | None:
     return [c for c in cleaned if c and len(c) <= MAX_VARIANT_CHARS] or None
 
 
-def expand(llm: LLMClient | None, query: str, n: int = DEFAULT_VARIANTS) -> Expansion:
+def expand_query_detailed(llm: LLMClient | None, query: str, n: int = DEFAULT_VARIANTS) -> Expansion:
     """Expand ``query`` into at most ``n`` variants besides the original (so ``n + 1`` queries).
 
     Never raises for LLM trouble: without an LLM, or when it fails or answers unusably, the
@@ -194,5 +195,5 @@ def expand(llm: LLMClient | None, query: str, n: int = DEFAULT_VARIANTS) -> Expa
 
 
 def expand_query(llm: LLMClient | None, query: str, n: int = DEFAULT_VARIANTS) -> list[str]:
-    """The queries of :func:`expand` (original first); notes are dropped."""
-    return expand(llm, query, n).queries
+    """The queries of :func:`expand_query_detailed` (original first); notes are dropped."""
+    return expand_query_detailed(llm, query, n).queries

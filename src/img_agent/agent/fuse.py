@@ -13,7 +13,7 @@ Methods:
     ``fused(d) = sum over lists containing d of 1 / (k + rank(d))`` with ``k = 60`` by default.
     Rank-based, so it needs no score calibration and rewards images found by several variants.
 ``max``
-    ``fused(d) = max cosine over the lists containing d``: the seed's "sort by distance" merge.
+    ``fused(d) = max cosine over the lists containing d``: a plain "sort by distance" merge.
 ``mean``
     Mean cosine over *all* lists; for a list that did not return ``d``, the list's lowest score
     stands in (an upper bound of ``d``'s true similarity to that query, since ``d`` ranked below

@@ -15,24 +15,18 @@
 Images travel as ``data:image/jpeg;base64,...`` content parts. When a server refuses them (HTTP
 400/415/422 mentioning images, vision or the content type) the client remembers that and
 :meth:`LLMClient.complete_with_images` retries the request as text only.
-
-The module also holds the forgiving JSON extraction used to read model answers
-(:func:`extract_json`).
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
-
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import openai
@@ -105,52 +99,6 @@ def count_images(messages: Sequence[Message]) -> int:
         if isinstance(content, list):
             total += sum(1 for part in content if isinstance(part, dict) and part.get("type") == "image_url")
     return total
-
-
-# --------------------------------------------------------------------------------------------
-# Forgiving JSON extraction
-# --------------------------------------------------------------------------------------------
-
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\r?\n?(.*?)```", re.DOTALL)
-
-
-def _json_candidates(text: str) -> Iterator[str]:
-    """Texts worth trying as JSON, most likely first: the whole text, then fenced blocks."""
-    stripped = text.strip()
-    if stripped:
-        yield stripped
-    for match in _FENCE.finditer(text):
-        block = match.group(2).strip()
-        if block:
-            yield block
-
-
-def extract_json(text: str) -> Any | None:
-    """Find the first JSON array or object in a model's answer.
-
-    Tries, in order: the whole text, the contents of each ```` ``` ```` fence (with or without a
-    ``json`` tag), then the first ``[...]`` or ``{...}`` that decodes, scanning the text from left to
-    right (JSON embedded in prose). Scalars (a bare string or number) are not accepted, since a
-    prose answer like ``"yes"`` is not structured output. Returns ``None`` when nothing decodes.
-    """
-    decoder = json.JSONDecoder()
-    for candidate in _json_candidates(text):
-        try:
-            value = json.loads(candidate)
-        except json.JSONDecodeError:
-            value = None
-        if isinstance(value, (list, dict)):
-            return value
-    for start, char in enumerate(text):
-        if char not in "[{":
-            continue
-        try:
-            value, _end = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, (list, dict)):
-            return value
-    return None
 
 
 # --------------------------------------------------------------------------------------------

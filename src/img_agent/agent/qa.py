@@ -13,16 +13,15 @@ import re
 
 from pydantic import BaseModel, Field
 
-from img_agent.agent.expand import Expansion, clean_query
-from img_agent.agent.expand import expand as expand_query_detailed
+from img_agent.agent.expand import Expansion, clean_query, expand_query_detailed
 from img_agent.agent.explain import DEFAULT_MAX_IMAGES, collect_thumbnails, describe_hit, image_note
 from img_agent.agent.fuse import FusedHit
 from img_agent.agent.llm import LabeledImage, LLMClient
 from img_agent.agent.prompts import render_prompt
 from img_agent.agent.protocols import RetrievalEngine
-from img_agent.agent.rag import check_k, retrieve_fused
+from img_agent.agent.rag import retrieve_fused
 from img_agent.errors import LLMError
-from img_agent.results import SearchFilter
+from img_agent.results import SearchFilter, check_k
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ def answer_question(
     Raises:
         InvalidInputError: empty question or bad ``k``; engine errors propagate.
     """
-    check_k(k)
+    k = check_k(k, DEFAULT_QA_K)
     question = clean_query(question)
     notes: list[str] = []
     if llm is not None and expand:

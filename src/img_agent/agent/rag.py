@@ -1,8 +1,8 @@
-"""RAG search: expand the query, search every variant, fuse, explain — in the seed's response shape.
+"""RAG search: expand the query, search every variant, fuse, explain.
 
 ::
 
-    expand(query) -> [q0 (original), q1..qn]
+    expand_query_detailed(query) -> [q0 (original), q1..qn]
     engine.encode_text([q0..qn])          one batch
     engine.search_vectors(...)            one search per variant
     fuse(...)                             RRF by image id (or max / mean cosine)
@@ -19,15 +19,14 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
-from img_agent.agent.expand import DEFAULT_VARIANTS, Expansion, clean_query
-from img_agent.agent.expand import expand as expand_query_detailed
+from img_agent.agent.expand import DEFAULT_VARIANTS, Expansion, clean_query, expand_query_detailed
 from img_agent.agent.explain import DEFAULT_MAX_IMAGES, explain_results
 from img_agent.agent.fuse import DEFAULT_RRF_K, FusedHit, FusionMethod, fuse
 from img_agent.agent.llm import LLMClient
 from img_agent.agent.protocols import RetrievalEngine
 from img_agent.config import DEFAULT_TOPK, MAX_TOPK
 from img_agent.errors import InvalidInputError
-from img_agent.results import SearchFilter
+from img_agent.results import SearchFilter, check_k
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ NO_LLM_NOTE = "No LLM configured: plain CLIP retrieval, without query expansion 
 
 
 class RagResult(BaseModel):
-    """The seed's RAG response (``original_query`` ... ``total_results``) plus provenance."""
+    """A RAG search response (``original_query`` ... ``total_results``) plus provenance."""
 
     original_query: str = Field(description="The query as given.")
     expanded_queries: list[str] = Field(description="Every query searched, the original first.")
@@ -46,12 +45,6 @@ class RagResult(BaseModel):
     llm_used: bool = Field(description="Whether any LLM answer contributed (expansion or explanation).")
     images_sent: int = Field(0, description="Thumbnails shown to the model for the explanation.")
     notes: list[str] = Field(default_factory=list, description="Which LLM steps were skipped or failed, and why.")
-
-
-def check_k(k: int) -> None:
-    """Raise :class:`InvalidInputError` unless ``1 <= k <= MAX_TOPK``."""
-    if not 1 <= k <= MAX_TOPK:
-        raise InvalidInputError(f"k must be between 1 and {MAX_TOPK}, got {k}.")
 
 
 def retrieve_fused(
@@ -71,7 +64,7 @@ def retrieve_fused(
     Raises:
         InvalidInputError: no queries or bad ``k``; engine errors propagate unchanged.
     """
-    check_k(k)
+    k = check_k(k, DEFAULT_TOPK)
     if not queries:
         raise InvalidInputError("No queries to search.")
     depth = min(MAX_TOPK, 2 * k) if len(queries) > 1 else k
@@ -112,7 +105,7 @@ def rag_search(
         InvalidInputError: empty query, bad ``k`` / ``variants`` / ``fusion``; engine errors
             propagate. LLM failures never raise.
     """
-    check_k(k)
+    k = check_k(k, DEFAULT_TOPK)
     notes: list[str] = []
     if llm is None and (expand or explain):
         notes.append(NO_LLM_NOTE)

@@ -13,28 +13,27 @@ query at a time after a warm-up:
   paths are synthetic);
 - all of the above interleaved query by query, so a burst of load from other processes hits every
   way alike;
-- MCP over stdio: a fresh ``python -m img_agent.tools.mcp_server`` process on the same store,
+- MCP over stdio: a fresh ``python -m img_agent serve`` process on the same store,
   time to ``initialize`` + ``tools/list``, and to the first ``index_status`` (which waits for the
   engine to open in the server's background thread).
 
-Targets (issue 5): ``initialize`` + ``tools/list`` under 1 s; a warm text query under 50 ms at 1M.
+Targets: ``initialize`` + ``tools/list`` under 1 s; a warm text query under 50 ms at 1M.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from img_agent.bench.common import Progress, ProgressBar, command_line, no_progress, write_result
 from img_agent.bench.metrics import percentile
-
-log = logging.getLogger(__name__)
 
 QUERIES = (
     "a red bicycle leaning against a brick wall", "two dogs playing in the snow", "sunset over the ocean",
@@ -46,9 +45,9 @@ QUERIES = (
 )
 
 
-def build_store(store: Path, n: int, encoder, *, seed: int = 0, progress=lambda a, m: None) -> dict:
+def build_store(store: Path, n: int, encoder, *, seed: int = 0, progress: Progress = no_progress) -> dict:
     """A store of n synthetic vectors with ``encoder`` recorded as its model; the auto index built."""
-    from img_agent.bench.data import synthetic
+    from img_agent.bench.synthetic import synthetic
     from img_agent.config import Settings
     from img_agent.index.engine import Engine
 
@@ -74,7 +73,7 @@ def _is_store(folder: Path) -> bool:
 
 
 def run_e2e(*, n: int, model: str, seed: int = 0, store: Path | None = None, repeat: int = 50,
-            progress=lambda a, m: None) -> dict:
+            progress: Progress = no_progress) -> dict:
     """Build (or reuse, with ``store``) a store of ``n`` vectors and measure query latency on it."""
     from img_agent.bench.ingest import random_encoder
     from img_agent.config import Settings
@@ -153,7 +152,7 @@ def _interleaved(engine, queries: list[str], repeat: int) -> dict:
         import anyio
         from mcp import Client
 
-        from img_agent.tools.definitions import ImageTools
+        from img_agent.tools.image_tools import ImageTools
         from img_agent.tools.mcp_server import create_server
     except ImportError as exc:
         mcp_error = f"not measured: {exc}"
@@ -201,7 +200,7 @@ def _mcp_stdio(store: Path, encoder) -> dict:
     env["HF_HUB_OFFLINE"] = "1"
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "img_agent.tools.mcp_server", "--data-dir", str(store), "--model", encoder.name,
+        args=["-m", "img_agent", "serve", "--data-dir", str(store), "--model", encoder.name,
               "--pretrained", encoder.pretrained],
         env=env,
     )
@@ -227,27 +226,26 @@ def _mcp_stdio(store: Path, encoder) -> dict:
     return out
 
 
-def main(args) -> int:
+def run(options: Any) -> Path:
+    """``bench e2e``: query latency at every size; writes e2e.json / e2e.md, returns e2e.md."""
     from img_agent.bench import report
-    from img_agent.cli.bench import _command_line, _Progress
 
     t0 = time.time()
-    out_dir: Path = args.out
+    out_dir: Path = options.out
     out_dir.mkdir(parents=True, exist_ok=True)
-    sizes = args.n or ([3_000] if args.quick else [1_000_000])
-    model = getattr(args, "model", None) or ("tiny-test" if args.quick else "ViT-B-32")
-    result = report.new_result("e2e", command=_command_line(args), quick=args.quick,
+    sizes = options.n or ([3_000] if options.quick else [1_000_000])
+    model = getattr(options, "model", None) or ("tiny-test" if options.quick else "ViT-B-32")
+    result = report.new_result("e2e", command=command_line(options), quick=options.quick,
                                config={"sizes": sizes, "model": model})
     result["runs"] = []
+    md = out_dir / "e2e.md"
     for n in sizes:
-        bar = _Progress(5, f"e2e N={n:,}", not args.no_progress)
+        bar = ProgressBar(5, f"e2e N={n:,}", not options.no_progress)
         try:
-            result["runs"].append(run_e2e(n=n, model=model, seed=args.seed, repeat=10 if args.quick else 50,
-                                          store=getattr(args, "store", None), progress=bar))
+            result["runs"].append(run_e2e(n=n, model=model, seed=options.seed, repeat=10 if options.quick else 50,
+                                          store=getattr(options, "store", None), progress=bar))
         finally:
             bar.close()
         report.finish_result(result, t0)
-        report.write_json(out_dir / "e2e.json", result)
-        (out_dir / "e2e.md").write_text(report.e2e_markdown(result))
-    print(out_dir / "e2e.md")
-    return 0
+        md = write_result(out_dir, "e2e", result, report.e2e_markdown(result))
+    return md

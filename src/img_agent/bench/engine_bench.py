@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import gc
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -31,27 +30,22 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
-from img_agent.bench.data import QuerySet, synthetic
+from img_agent.bench.common import Progress, ProgressBar, command_line, no_progress, write_json
+from img_agent.bench.data import QuerySet
 from img_agent.bench.metrics import Timer, percentile, recall_table, rss_bytes, time_single_queries
-
-log = logging.getLogger(__name__)
+from img_agent.bench.synthetic import synthetic
 
 MODEL_FOR_512 = "ViT-B-32"  # a 512-d model name for the store; never loaded by add_vectors
 BATCH = 10_000
 MERGE_BATCH = 10_000
 BUFFER_STEPS = (1_000, 5_000, 10_000, 20_000, 50_000)
-Progress = Callable[[int, str], None]
 
 
-def _noop(_a: int, _m: str) -> None:
-    pass
-
-
-class _Live:
+class LiveMirror:
     """The benchmark's mirror of the engine state: every vector by id, and which ids are live."""
 
     def __init__(self, x: np.ndarray):
@@ -82,7 +76,8 @@ class _Live:
                         np.take_along_axis(best_s, order, axis=1))
 
 
-def _hit_ids(results, k: int) -> np.ndarray:
+def hit_ids(results, k: int) -> np.ndarray:
+    """The ids of ``search_vectors`` results as an (nq, k) array, -1 where a query got fewer than k."""
     out = np.full((len(results), k), -1, dtype=np.int64)
     for i, hits in enumerate(results):
         ids = [h.id for h in hits][:k]
@@ -90,7 +85,7 @@ def _hit_ids(results, k: int) -> np.ndarray:
     return out
 
 
-def _measure(engine, mirror: _Live, queries: dict[str, np.ndarray], *, lat_queries: int, budget_s: float,
+def _measure(engine, mirror: LiveMirror, queries: dict[str, np.ndarray], *, lat_queries: int, budget_s: float,
              recall: bool = True) -> dict:
     """Latency (single query, k=10) and recall@10/@100 of the engine in its current state."""
     out: dict = {}
@@ -99,18 +94,16 @@ def _measure(engine, mirror: _Live, queries: dict[str, np.ndarray], *, lat_queri
         lat = time_single_queries(lambda q: engine.search_vectors(q, 10), xq, max_queries=lat_queries,
                                   budget_s=budget_s, repeats=2)
         res.update({f"search_{k}": v for k, v in lat.items()})
-        core = getattr(engine, "_search_view", None)
-        if core is not None:  # the index part alone, without the catalog lookups of the hits
-            view = engine._view
-            lat_core = time_single_queries(lambda q: core(view, q, 10, None), xq, max_queries=lat_queries,
-                                           budget_s=budget_s, repeats=2)
-            res["core_p50_ms"] = lat_core["p50_ms"]
+        # the index part alone, without the catalog lookups of the hits
+        lat_core = time_single_queries(lambda q: engine.search_ids(q, 10), xq, max_queries=lat_queries,
+                                       budget_s=budget_s, repeats=2)
+        res["core_p50_ms"] = lat_core["p50_ms"]
         if recall:
             for k in (10, 100):
                 qs = mirror.exact(xq, k, name)
                 with Timer() as t:
                     found = engine.search_vectors(xq, k)
-                ids = _hit_ids(found, k)
+                ids = hit_ids(found, k)
                 table = recall_table(ids, mirror.x, qs, ks=(k,), rs=(1,) if k == 10 else ())
                 res.update(table)
                 res[f"batch_qps_k{k}"] = round(len(xq) / max(t.s, 1e-9), 1)
@@ -119,7 +112,7 @@ def _measure(engine, mirror: _Live, queries: dict[str, np.ndarray], *, lat_queri
     return out
 
 
-def _flat_p50(mirror: _Live, queries: dict[str, np.ndarray], lat_queries: int, budget_s: float) -> dict:
+def _flat_p50(mirror: LiveMirror, queries: dict[str, np.ndarray], lat_queries: int, budget_s: float) -> dict:
     """Exact flat search on the same live vectors, one thread, k=10: the baseline of the speed-up."""
     import faiss
 
@@ -147,7 +140,7 @@ def _disk(folder: Path) -> dict:
     return sizes
 
 
-def _add(engine, mirror: _Live, start: int, stop: int, batch: int = BATCH) -> list[dict]:
+def _add(engine, mirror: LiveMirror, start: int, stop: int, batch: int = BATCH) -> list[dict]:
     """add_vectors rows [start, stop) in batches; returns per-batch timings."""
     rows = []
     for s in range(start, stop, batch):
@@ -177,7 +170,7 @@ def run_one(
     budget_s: float = 5.0,
     buffer_steps: tuple[int, ...] = BUFFER_STEPS,
     merge_batch: int = MERGE_BATCH,
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
 ) -> dict:
     """The whole scenario at one size; returns a JSON-able dict. ``store`` must not exist yet."""
     from img_agent.config import Settings
@@ -187,7 +180,7 @@ def run_one(
         raise FileExistsError(f"{store} exists; the engine benchmark needs a fresh store folder")
     extra = merge_batch + max(buffer_steps, default=0)
     progress(0, f"generating {n + extra:,} vectors")
-    mirror = _Live(synthetic(n + extra, dim, kind=kind, seed=seed))  # type: ignore[arg-type]
+    mirror = LiveMirror(synthetic(n + extra, dim, kind=kind, seed=seed))  # type: ignore[arg-type]
     queries = {q: synthetic(nq, dim, kind=kind, seed=seed, query=q, n_db=n) for q in ("image", "text")}  # type: ignore[arg-type]
     settings = Settings(data_dir=store, model=MODEL_FOR_512, index_string=index_string, merge_threshold=10**12)
     out: dict = {"n": n, "dim": dim, "kind": kind, "nq": nq, "index_string": index_string}
@@ -270,11 +263,9 @@ def run_one(
         out["rebuild"] = {"seconds": round(t.s, 2), "report": rep.model_dump(), "status": _status(engine)}
         out["search_after_rebuild"] = _measure(engine, mirror, queries, lat_queries=lat_queries, budget_s=budget_s)
         progress(1, "rebuild")
-        main = engine._view.main if hasattr(engine, "_view") else None
-        if main is not None:
-            from img_agent.bench.ann import index_bytes
-
-            out["main_index_bytes"] = index_bytes(main)
+        main_bytes = engine.main_index_bytes()
+        if main_bytes:  # 0: no main index (exact search over the buffer)
+            out["main_index_bytes"] = main_bytes
         out["bench_process_rss_bytes"] = rss_bytes() - rss0
     finally:
         engine.close()
@@ -294,7 +285,7 @@ def _status(engine) -> dict:
             "nprobe": s.nprobe, "rerank_candidates": s.rerank_candidates}
 
 
-def _remove_visibility(engine, mirror: _Live, xq: np.ndarray) -> dict:
+def _remove_visibility(engine, mirror: LiveMirror, xq: np.ndarray) -> dict:
     """Remove each query's top hit, then search at once: the removed id must be gone."""
     times, reappeared, short = [], 0, 0
     for q in xq:
@@ -362,43 +353,38 @@ def serving_probe(store: Path, queries: np.ndarray, model: str = MODEL_FOR_512) 
 
 
 # --------------------------------------------------------------------------------------------
-# command
+# the benchmark
 
 
-def main(args) -> int:
+def run(options: Any) -> Path:
+    """``bench engine``: the scenario at every size; writes engine.json / engine.md / plots, returns engine.md."""
     from img_agent.bench import report
-    from img_agent.cli.bench import _command_line, _Progress
 
     t0 = time.time()
-    out: Path = args.out
+    out: Path = options.out
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        from img_agent.index.engine import Engine  # noqa: F401
-    except ImportError as exc:
-        log.error("engine benchmark needs img_agent.index.engine: %s", exc)
-        return 2
-    sizes = args.n or ([4_000] if args.quick else [100_000, 1_000_000])
-    nq = args.queries or (30 if args.quick else 1000)
-    kind = (args.kind or ["clip"])[0]
+    sizes = options.n or ([4_000] if options.quick else [100_000, 1_000_000])
+    nq = options.queries or (30 if options.quick else 1000)
+    kind = (options.kind or ["clip"])[0]
     quick = dict(index_string="IVF32,SQ8", lat_queries=20, budget_s=0.3, buffer_steps=(200, 500),
-                 merge_batch=500) if args.quick else {}
-    result = report.new_result("engine", command=_command_line(args), quick=args.quick,
+                 merge_batch=500) if options.quick else {}
+    result = report.new_result("engine", command=command_line(options), quick=options.quick,
                                config={"sizes": sizes, "nq": nq, "kind": kind, **quick})
     result["runs"] = []
+    md = out / "engine.md"
     for n in sizes:
-        root = Path(tempfile.mkdtemp(prefix=f"img-agent-engine-{n}-", dir=getattr(args, "store_root", None)))
-        bar = _Progress(9, f"engine N={n:,}", not args.no_progress)
+        root = Path(tempfile.mkdtemp(prefix=f"img-agent-engine-{n}-", dir=getattr(options, "store_root", None)))
+        bar = ProgressBar(9, f"engine N={n:,}", not options.no_progress)
         try:
-            opts = {"index_string": getattr(args, "index_string", "auto"), **quick}
-            run = run_one(n, nq=nq, seed=args.seed, kind=kind, dim=args.dim, store=root / "store", progress=bar,
-                          **opts)
+            opts = {"index_string": getattr(options, "index_string", "auto"), **quick}
+            run_ = run_one(n, nq=nq, seed=options.seed, kind=kind, dim=options.dim, store=root / "store",
+                           progress=bar, **opts)
         finally:
             bar.close()
             shutil.rmtree(root, ignore_errors=True)
-        result["runs"].append(run)
+        result["runs"].append(run_)
         report.finish_result(result, t0)
-        report.write_json(out / "engine.json", result)
+        write_json(out / "engine.json", result)
         result["plots"] = report.engine_plots(result, out)
-        (out / "engine.md").write_text(report.engine_markdown(result))
-    print(out / "engine.md")
-    return 0
+        md.write_text(report.engine_markdown(result))
+    return md

@@ -5,34 +5,35 @@ Three ways of encoding the same generated photos (``img_agent.testing.make_image
 weights (``open_clip.create_model('ViT-B-32', pretrained=None)``: no download; speed does not
 depend on the weights):
 
-- **model only**: forward passes on pre-decoded, pre-processed tensors in batches — the ceiling;
+- **model only**: ``ClipEncoder.encode_pixels`` on batches decoded and pre-processed beforehand — the
+  ceiling;
 - **engine pipeline**: ``Engine.add_paths(folder)`` — read, hash, dedupe, decode (JPEG draft
   mode), preprocess in worker threads while the model runs, then commit vectors + catalog rows;
-  also ``ClipEncoder.encode_stream`` alone (the same pipeline without the catalog);
-- **naive loop**: one image at a time — ``Image.open().convert()``, transform, forward of a batch
-  of one — as a first script would do (on the first 128 images: its rate does not depend on count).
+  also the ``Pipeline`` alone (``encode_stream`` in the results: the same path without the store);
+- **naive loop**: one image at a time — ``Image.open().convert()``, then ``encode_images([image])``,
+  a batch of one — as a first script would do (on the first 128 images: its rate does not depend on
+  count).
 
 Each way runs twice, alternating with the others, and its better round is reported (the rounds
 are in the JSON): on a shared machine other processes only ever slow a round down.
 
-Targets (issue 5): pipeline ≥ 90 % of model-only throughput, and ≥ 5× the naive loop.
+Targets: pipeline ≥ 90 % of model-only throughput, and ≥ 5× the naive loop.
 """
 
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from img_agent.bench.common import Progress, ProgressBar, command_line, no_progress, write_result
 from img_agent.bench.metrics import Timer
-
-log = logging.getLogger(__name__)
 
 
 def make_jpegs(folder: Path, n: int, *, size: tuple[int, int] = (640, 480), seed: int = 0, quality: int = 90) -> list[Path]:
@@ -59,7 +60,8 @@ def random_encoder(model: str = "ViT-B-32", device: str = "cpu"):
     ``tiny-test`` uses the package's own preset; any other open_clip name is built from its config
     with ``pretrained=None`` (never downloads). Same compute as the real model, meaningless vectors.
     """
-    from img_agent.embed.encoder import MODEL_PRESETS, ClipEncoder
+    from img_agent.embed.encoder import ClipEncoder
+    from img_agent.embed.weights import MODEL_PRESETS
 
     preset = MODEL_PRESETS.get(model)
     if preset is not None and preset.random_weights:
@@ -87,28 +89,22 @@ def model_only(encoder, paths: list[Path], batch_size: int) -> dict:
     tensors = []
     for p in paths:
         with Image.open(p) as im:
-            tensors.append(encoder._transform(im.convert("RGB")))
+            tensors.append(encoder.preprocess(im.convert("RGB")))
     batches = [torch.stack(tensors[i : i + batch_size]) for i in range(0, len(tensors), batch_size)]
-    encoder._forward_images(batches[0])  # warm-up
+    encoder.encode_pixels(batches[0])  # warm-up
     with Timer() as t:
         for b in batches:
-            encoder._forward_images(b)
+            encoder.encode_pixels(b)
     return {"images": len(paths), "seconds": round(t.s, 3), "images_per_s": round(len(paths) / t.s, 2)}
 
 
 def naive_loop(encoder, paths: list[Path]) -> dict:
-    """One image at a time: open, convert, transform, forward (batch of one)."""
-    import torch
+    """One image at a time: open, convert, encode (a batch of one)."""
     from PIL import Image
-
-    model = encoder._model
 
     def one(p: Path) -> np.ndarray:
         im = Image.open(p).convert("RGB")
-        x = encoder._transform(im).unsqueeze(0)
-        with torch.inference_mode():
-            f = model.encode_image(x, normalize=True)
-        return f[0].numpy()
+        return encoder.encode_images([im])[0]
 
     one(paths[0])  # warm-up
     with Timer() as t:
@@ -118,17 +114,16 @@ def naive_loop(encoder, paths: list[Path]) -> dict:
 
 
 def stream_only(encoder, paths: list[Path], batch_size: int, workers: int) -> dict:
-    """``ClipEncoder.encode_stream`` with the engine's reader, without catalog or vector store."""
-    from img_agent.embed.images import read_image_file
-
-    def load(p: Path):
-        img = read_image_file(p, max_bytes=200 * 2**20, max_pixels=100_000_000, draft_size=encoder.image_size)
-        return str(p), img.image
+    """The engine's :class:`~img_agent.embed.pipeline.Pipeline` alone (read, decode, encode), without a store."""
+    from img_agent.embed.pipeline import Encoded, Pipeline
 
     count = 0
     with Timer() as t:
-        for chunk in encoder.encode_stream(paths, load, batch_size=batch_size, workers=workers):
-            count += len(chunk.vectors)
+        with Pipeline(encoder, max_bytes=200 * 2**20, max_pixels=100_000_000, batch_size=batch_size,
+                      workers=workers) as pipeline:
+            for out in pipeline.encode(pipeline.read(paths)):
+                if isinstance(out, Encoded):
+                    count += len(out.vectors)
     return {"images": count, "seconds": round(t.s, 3), "images_per_s": round(count / t.s, 2)}
 
 
@@ -147,7 +142,7 @@ def engine_pipeline(encoder, folder: Path, store: Path, batch_size: int, workers
 
 
 def run_ingest(*, images: int, size: tuple[int, int], model: str, batch_size: int, workers: int, seed: int = 0,
-               rounds: int = 2, progress=lambda a, m: None) -> dict:
+               rounds: int = 2, progress: Progress = no_progress) -> dict:
     import torch
 
     out: dict = {"images": images, "size": f"{size[0]}x{size[1]}", "model": model, "batch_size": batch_size,
@@ -194,31 +189,28 @@ def run_ingest(*, images: int, size: tuple[int, int], model: str, batch_size: in
     return out
 
 
-def main(args) -> int:
+def run(options: Any) -> Path:
+    """``bench ingest``: the four ways of encoding a folder; writes ingest.json / .md / plot, returns ingest.md."""
     from img_agent.bench import report
-    from img_agent.cli.bench import _command_line, _Progress
 
     t0 = time.time()
-    out: Path = args.out
+    out: Path = options.out
     out.mkdir(parents=True, exist_ok=True)
-    images = args.images or (24 if args.quick else 512)
-    size = args.size or ((160, 120) if args.quick else (640, 480))
-    model = getattr(args, "model", None) or ("tiny-test" if args.quick else "ViT-B-32")
-    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
-    batch = 8 if args.quick and args.batch_size == 32 else args.batch_size
-    result = report.new_result("ingest", command=_command_line(args), quick=args.quick,
+    images = options.images or (24 if options.quick else 512)
+    size = options.size or ((160, 120) if options.quick else (640, 480))
+    model = getattr(options, "model", None) or ("tiny-test" if options.quick else "ViT-B-32")
+    workers = options.workers if options.workers is not None else (os.cpu_count() or 1)
+    batch = 8 if options.quick and options.batch_size == 32 else options.batch_size
+    result = report.new_result("ingest", command=command_line(options), quick=options.quick,
                                config={"images": images, "size": size, "model": model, "batch_size": batch,
                                        "workers": workers})
-    rounds = 1 if args.quick else 2
-    bar = _Progress(1 + 4 * rounds, "ingest", not args.no_progress)
+    rounds = 1 if options.quick else 2
+    bar = ProgressBar(1 + 4 * rounds, "ingest", not options.no_progress)
     try:
         result["run"] = run_ingest(images=images, size=size, model=model, batch_size=batch, workers=workers,
-                                   seed=args.seed, rounds=rounds, progress=bar)
+                                   seed=options.seed, rounds=rounds, progress=bar)
     finally:
         bar.close()
     report.finish_result(result, t0)
     result["plots"] = report.ingest_plots(result, out)
-    report.write_json(out / "ingest.json", result)
-    (out / "ingest.md").write_text(report.ingest_markdown(result))
-    print(out / "ingest.md")
-    return 0
+    return write_result(out, "ingest", result, report.ingest_markdown(result))

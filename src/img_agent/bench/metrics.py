@@ -9,8 +9,8 @@ Two recall definitions are reported, and they differ a lot for compressed indexe
     that returns the other copy of a duplicated vector is not penalised.
 
 ``one_recall_at(r)`` — **faiss's 1-recall@R**: the share of queries whose single exact nearest
-    neighbour appears anywhere in the index's top-R. The seed's "~95 % Recall@100" is this weaker
-    measure; for a PQ index it can be 0.9 while R@10 is 0.3.
+    neighbour appears anywhere in the index's top-R. A target of "~95 % Recall@100" usually means
+    this weaker measure; for a PQ index it can be 0.9 while R@10 is 0.3.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """Writing benchmark results: JSON (everything), markdown tables (for people), PNG plots (matplotlib, Agg).
 
 Every result is a plain dict ``{"benchmark": name, "meta": {...}, ...}``; the markdown and plots are
-derived from the JSON alone, so ``python -m img_agent.bench report DIR`` can re-render them.
+derived from the JSON alone, so ``img-agent bench report DIR`` can re-render them. Files are
+written by :mod:`img_agent.bench.common`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -152,28 +152,6 @@ def meta_markdown(meta: dict) -> str:
     return "\n".join(parts)
 
 
-def write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default) + "\n")
-    tmp.replace(path)
-
-
-def _json_default(o):
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:
-        pass
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 def _plt():
     import matplotlib
 
@@ -230,7 +208,7 @@ def ann_markdown(result: dict, *, full_tables: bool = True) -> str:
     out.append(
         "Recall: **R@k** = tie-aware set recall |approx top-k ∩ exact top-k| / k (what a user sees); "
         "**1-R@R** = faiss's 1-recall@R, the share of queries whose true nearest neighbour is anywhere in "
-        "the top R (the seed's \"Recall@100\"). Latency: one query at a time, one faiss thread, k=10 "
+        "the top R (what a \"Recall@100\" target usually means). Latency: one query at a time, one faiss thread, k=10 "
         "(re-ranked rows: C candidates re-scored from the float vectors, included in the time). QPS: batch, "
         "all threads, k=10. `× flat` = flat p50 / this p50, same run and queries. index MB = serialized "
         "index (re-ranked rows also need the float vectors, N×dim×4 bytes, which the engine keeps on disk). "

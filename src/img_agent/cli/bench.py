@@ -1,20 +1,20 @@
-"""``img-agent bench ...``: the benchmark suite's command line.
+"""``img-agent bench ...``: the benchmark suite's commands.
 
-The main CLI calls :func:`register` with its subparsers; ``python -m img_agent.bench`` runs the
-same commands standalone. Each sub-benchmark writes ``<name>.json`` (everything), ``<name>.md``
-(tables) and ``<name>_*.png`` (plots) into ``--out``; ``bench all`` also writes ``README.md``
-linking them. Progress goes to stderr; nothing but the final paths goes to stdout.
+Each benchmark writes ``<name>.json`` (everything), ``<name>.md`` (tables) and ``<name>_*.png``
+(plots) into ``--out``; ``bench all`` also writes ``README.md`` linking them. Progress goes to
+stderr; nothing but the paths of the markdown files goes to stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import shlex
-import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from img_agent.cli.context import CLIContext
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def _add_common(p: argparse.ArgumentParser, *, sizes: bool = True) -> None:
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
-    from img_agent.bench.data import DATA_KINDS, QUERY_KINDS
+    from img_agent.bench.synthetic import DATA_KINDS, QUERY_KINDS
 
     g = p.add_argument_group("data")
     g.add_argument("--data", type=Path, default=None, metavar="FILE",
@@ -102,35 +102,16 @@ def _add_data(p: argparse.ArgumentParser) -> None:
                         "text queries); default image,text")
 
 
-def _entry(fn: Callable[[argparse.Namespace], int]) -> Callable[[object], int]:
-    """Accept the parsed namespace itself, or the main CLI's context object carrying it as ``.args``."""
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``bench`` with ``ann``, ``engine``, ``ingest``, ``e2e``, ``report``, ``all``.
 
-    def run(obj: object) -> int:
-        args = obj if isinstance(obj, argparse.Namespace) else getattr(obj, "args")
-        return fn(args)
-
-    run.__name__ = fn.__name__
-    run.__doc__ = fn.__doc__
-    return run
-
-
-def register(subparsers, common: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Add the ``bench`` command (with ``ann``, ``engine``, ``ingest``, ``e2e``, ``all``) to a CLI.
-
-    ``common`` is the main CLI's parent parser of global options (its ``--model`` is then the model
-    of ``bench ingest`` / ``bench e2e``). Every sub-command sets ``func``; ``args.func(args)`` or
-    ``args.func(ctx)`` (any object with the namespace as ``.args``) runs it and returns the exit status.
+    ``common`` is the parser of the global options; its ``--model`` is the model of ``bench
+    ingest`` / ``bench e2e``.
     """
-    from img_agent.bench.ann import FAMILIES
-
-    parents = [common] if common is not None else []
+    from img_agent.bench.ann_plans import FAMILIES
 
     def add(sub, name: str, **kw) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, parents=parents, **kw)
-        if common is None:  # standalone: no global --model to inherit
-            sp.add_argument("--model", default=argparse.SUPPRESS,
-                            help="open_clip model (ingest: default ViT-B-32, quick: tiny-test; e2e: the text model)")
-        return sp
+        return sub.add_parser(name, parents=[common], **kw)
 
     p = subparsers.add_parser(
         "bench",
@@ -162,7 +143,7 @@ def register(subparsers, common: argparse.ArgumentParser | None = None) -> argpa
     a.add_argument("--resume", action="store_true",
                    help="keep the rows of an interrupted run on the same data (ann.partial.json in --out) and "
                         "measure only what is missing")
-    a.set_defaults(func=_entry(run_ann))
+    a.set_defaults(func=cmd_ann)
 
     e = add(sub, "engine", help="the real Engine: search latency/recall, add, merge, remove, rebuild, memory",
                        description="Engine benchmark through Engine.add_vectors/search_vectors/merge/remove/rebuild.")
@@ -170,7 +151,7 @@ def register(subparsers, common: argparse.ArgumentParser | None = None) -> argpa
     _add_data(e)
     e.add_argument("--index-string", default="auto",
                    help="engine index string (default auto: the engine's rule for each N)")
-    e.set_defaults(func=_entry(run_engine))
+    e.set_defaults(func=cmd_engine)
 
     i = add(sub, "ingest", help="images/s: engine pipeline vs model-only forward vs a naive loop",
                        description="Encode a folder of generated JPEGs with ViT-B-32 (random weights, no download).")
@@ -179,7 +160,7 @@ def register(subparsers, common: argparse.ArgumentParser | None = None) -> argpa
     i.add_argument("--size", type=_size, default=None, metavar="WxH", help="image size (default 640x480)")
     i.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     i.add_argument("--workers", type=int, default=None, help="decode threads (default: cores)")
-    i.set_defaults(func=_entry(run_ingest))
+    i.set_defaults(func=cmd_ingest)
 
     x = add(sub, "e2e", help="text query latency (encode + search) and MCP search_by_text at scale",
                        description="End-to-end query latency through the engine and the MCP server.")
@@ -187,245 +168,71 @@ def register(subparsers, common: argparse.ArgumentParser | None = None) -> argpa
     x.add_argument("--store", type=Path, default=None, metavar="DIR",
                    help="a persistent store: reused if DIR holds one (built with the same --model), else built there "
                         "and kept (default: a temporary store, deleted afterwards)")
-    x.set_defaults(func=_entry(run_e2e))
+    x.set_defaults(func=cmd_e2e)
 
     rp = sub.add_parser("report", help="re-render markdown and plots from the JSON results in a folder",
                         description="Rebuild <name>.md and the PNG plots from <name>.json (after a code change to "
                                     "the report, or to merge results), without measuring anything.")
     rp.add_argument("folder", type=Path, help="folder holding ann.json / engine.json / ingest.json / e2e.json")
-    rp.set_defaults(func=_entry(run_report))
+    rp.set_defaults(func=cmd_report)
 
     al = add(sub, "all", help="every benchmark in turn (the command that produces docs/benchmarks.md)")
     _add_common(al)
     _add_data(al)
-    al.set_defaults(func=_entry(run_all))
+    al.set_defaults(func=cmd_all)
     return p
 
 
 # --------------------------------------------------------------------------------------------
-# running
+# commands
 
 
-class _Progress:
-    """A tqdm bar on stderr (or nothing); ``__call__(advance, message)``."""
+def cmd_ann(ctx: CLIContext) -> int:
+    from img_agent.bench import ann_sweep
 
-    def __init__(self, total: int, desc: str, enabled: bool):
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, file=sys.stderr, mininterval=0.5, dynamic_ncols=True)
-
-    def __call__(self, advance: int, message: str) -> None:
-        if self.bar is not None:
-            if advance:
-                self.bar.update(advance)
-            self.bar.set_postfix_str(message[:60], refresh=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _command_line(args: argparse.Namespace) -> str:
-    argv = getattr(args, "argv", None) or sys.argv
-    return " ".join(shlex.quote(a) for a in argv)
-
-
-def run_ann(args: argparse.Namespace) -> int:
-    from img_agent.bench import ann as ann_mod
-    from img_agent.bench import report
-    from img_agent.bench.data import make_dataset
-
-    t0 = time.time()
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    sizes = args.n or ([3000] if args.quick else [100_000])
-    nq = args.queries or (50 if args.quick else 1000)
-    query_kinds = tuple(args.query_kind or ("image", "text"))
-    cfg = ann_mod.SweepConfig.quick() if args.quick else ann_mod.SweepConfig()
-    cfg.families = tuple(args.families)
-    cfg.threads = args.threads
-    for attr in ("nlists", "pq_m", "pq_bits", "lsh_bits"):
-        if getattr(args, attr, None):
-            setattr(cfg, attr, tuple(getattr(args, attr)))
-    if getattr(args, "ivf_codecs", None):
-        cfg.ivf_codecs = tuple(c.strip() for c in args.ivf_codecs.split(",") if c.strip())
-    if getattr(args, "ivf_quantizer", None):
-        cfg.ivf_quantizers = tuple(args.ivf_quantizer)
-    result = report.new_result("ann", command=_command_line(args), quick=args.quick, config=_jsonable(cfg))
-    result["runs"] = []
-    kinds = ["file"] if args.data else list(args.kind)
-    for kind in kinds:
-        for n in sizes:
-            log.info("ann: data %s n=%d", kind, n)
-            ds = make_dataset(
-                n=n, nq=nq, dim=args.dim, kind=kind if kind != "file" else "clip", query_kinds=query_kinds,
-                seed=args.seed, data=args.data, query_data=args.query_data, metric=args.metric,
-            )
-            plans = ann_mod.plans_for(ds, cfg)
-            partial = out / "ann.partial.json"
-            key = {"name": ds.name, "n": ds.n, "dim": ds.dim, "seed": args.seed, "nq": nq,
-                   "queries": [q.name for q in ds.queries], "data": str(args.data) if args.data else None}
-            done_rows = _load_partial(partial, key) if getattr(args, "resume", False) else []
-            bar = _Progress(ann_mod.count_evaluations(plans, len(ds.queries)), f"ann {ds.name} N={ds.n:,}",
-                            not args.no_progress)
-
-            def save(rows: list[dict], key=key, partial=partial) -> None:
-                report.write_json(partial, {"key": key, "rows": rows})
-
-            try:
-                rows = ann_mod.run_sweep(ds, cfg, progress=bar, done_rows=done_rows, on_plan=save)
-            finally:
-                bar.close()
-            partial.unlink(missing_ok=True)
-            run = {
-                "dataset": {"name": ds.name, **ds.info},
-                "query_sets": [{"name": q.name, **q.info} for q in ds.queries],
-                "rows": rows,
-                "summary": ann_mod.sweep_summary(rows, ds),
-            }
-            for qs in run["query_sets"]:
-                stem = f"ann_{ds.name}_{ds.n}_{qs['name']}"
-                qs["plots"] = report.ann_plots(run, qs["name"], out, stem)
-            result["runs"].append(run)
-            del ds
-            report.finish_result(result, t0)
-            _write(out, "ann", result, report.ann_markdown(result))  # after each size: partial results survive
-    print(out / "ann.md")
+    print(ann_sweep.run(ctx.args))
     return 0
 
 
-def _load_partial(path: Path, key: dict) -> list[dict]:
-    """Rows of an interrupted sweep on the same data, or [] (with a note) if there are none."""
-    import json
-
-    if not path.exists():
-        log.info("nothing to resume in %s", path)
-        return []
-    saved = json.loads(path.read_text())
-    if saved.get("key") != key:
-        log.warning("%s holds rows of another run (%s); starting afresh", path, saved.get("key"))
-        return []
-    log.info("resuming: %d rows kept from %s", len(saved.get("rows", [])), path)
-    return saved.get("rows", [])
-
-
-def _write(out: Path, name: str, result: dict, markdown: str) -> None:
-    from img_agent.bench import report
-
-    report.write_json(out / f"{name}.json", result)
-    (out / f"{name}.md").write_text(markdown)
-
-
-def _jsonable(cfg) -> dict:
-    from dataclasses import asdict
-
-    return asdict(cfg)
-
-
-def run_engine(args: argparse.Namespace) -> int:
+def cmd_engine(ctx: CLIContext) -> int:
     from img_agent.bench import engine_bench
 
-    return engine_bench.main(args)
+    print(engine_bench.run(ctx.args))
+    return 0
 
 
-def run_ingest(args: argparse.Namespace) -> int:
+def cmd_ingest(ctx: CLIContext) -> int:
     from img_agent.bench import ingest
 
-    return ingest.main(args)
+    print(ingest.run(ctx.args))
+    return 0
 
 
-def run_e2e(args: argparse.Namespace) -> int:
+def cmd_e2e(ctx: CLIContext) -> int:
     from img_agent.bench import e2e
 
-    return e2e.main(args)
+    print(e2e.run(ctx.args))
+    return 0
 
 
-def run_all(args: argparse.Namespace) -> int:
-    """ann, engine, ingest, e2e in turn; one failing benchmark does not stop the others."""
-    from img_agent.bench import report
+def cmd_all(ctx: CLIContext) -> int:
+    """ann, engine, ingest, e2e in turn; exit status 1 when one of them failed (the others still ran)."""
+    from img_agent.bench import suite
 
-    status = 0
-    done: list[tuple[str, str]] = []
-    for name, fn in (("ann", run_ann), ("engine", run_engine), ("ingest", run_ingest), ("e2e", run_e2e)):
-        sub_args = argparse.Namespace(**vars(args))
-        for attr, default in (("families", None), ("images", None), ("size", None), ("model", None),
-                              ("batch_size", 32), ("workers", None), ("query_kind", None), ("data", None),
-                              ("query_data", None), ("metric", "ip"), ("kind", ["clip"]), ("store", None),
-                              ("index_string", "auto")):
-            if not hasattr(sub_args, attr):
-                setattr(sub_args, attr, default)
-        if sub_args.families is None:
-            from img_agent.bench.ann import FAMILIES
-
-            sub_args.families = list(FAMILIES)
-        try:
-            rc = fn(sub_args)
-            done.append((name, "ok" if rc == 0 else f"exit {rc}"))
-            status = status or rc
-        except Exception as exc:  # noqa: BLE001 - report and go on with the next benchmark
-            log.exception("bench %s failed", name)
-            done.append((name, f"failed: {type(exc).__name__}: {exc}"))
-            status = 1
-    lines = ["# Benchmark results", "", report.meta_markdown(report.new_result("all", command=_command_line(args),
-                                                                              quick=args.quick)["meta"]), ""]
-    for name, state in done:
-        lines.append(f"- [{name}]({name}.md): {state}")
-    (args.out / "README.md").write_text("\n".join(lines) + "\n")
-    print(args.out / "README.md")
-    return status
+    readme, ok = suite.run_all(ctx.args, on_written=print)
+    print(readme)
+    return 0 if ok else 1
 
 
-def run_report(args: argparse.Namespace) -> int:
+def cmd_report(ctx: CLIContext) -> int:
     """Re-render every ``*.json`` result in a folder (markdown and plots)."""
-    import json
+    from img_agent.bench import suite
 
-    from img_agent.bench import ann as ann_mod
-    from img_agent.bench import report
-
-    folder: Path = args.folder
-    found = 0
-    for name in ("ann", "engine", "ingest", "e2e"):
-        path = folder / f"{name}.json"
-        if not path.exists():
-            continue
-        found += 1
-        result = json.loads(path.read_text())
-        if name == "ann":
-            for run in result.get("runs", []):
-                run["summary"] = ann_mod.summary_from_rows(run["rows"], run["dataset"]["n"],
-                                                           [q["name"] for q in run["query_sets"]])
-                for qs in run["query_sets"]:
-                    stem = f"ann_{run['dataset']['name']}_{run['dataset']['n']}_{qs['name']}"
-                    qs["plots"] = report.ann_plots(run, qs["name"], folder, stem)
-            markdown = report.ann_markdown(result)
-        elif name == "engine":
-            result["plots"] = report.engine_plots(result, folder)
-            markdown = report.engine_markdown(result)
-        elif name == "ingest":
-            result["plots"] = report.ingest_plots(result, folder)
-            markdown = report.ingest_markdown(result)
-        else:
-            markdown = report.e2e_markdown(result)
-        report.write_json(path, result)
-        (folder / f"{name}.md").write_text(markdown)
-        print(folder / f"{name}.md")
-    if not found:
+    folder: Path = ctx.args.folder
+    written = suite.rerender(folder)
+    for path in written:
+        print(path)
+    if not written:
         log.error("no benchmark results (ann.json, engine.json, ingest.json, e2e.json) in %s", folder)
         return 2
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point: ``python -m img_agent.bench ann --quick``."""
-    parser = argparse.ArgumentParser(prog="python -m img_agent.bench")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    register(subparsers)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(["bench", *argv])
-    args.argv = ["img-agent", "bench", *argv]
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("faiss.loader", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    return args.func(args)

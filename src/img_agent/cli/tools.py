@@ -1,35 +1,28 @@
-"""The ``serve`` and ``tools`` commands, added to the main ``img-agent`` command line.
+"""The tool-surface commands: ``serve`` (the MCP server) and ``tools`` (the tool schemas as JSON).
 
-``img-agent serve`` runs the MCP server (stdio; ``--http`` for streamable HTTP on 127.0.0.1), and
-``img-agent tools --format openai|responses|mcp`` prints the tool schemas as JSON.
-
-The main CLI (:mod:`img_agent.cli`) calls :func:`register` with its sub-parsers and the parent
-parser holding the global options, and runs ``args.func(ctx)`` with its ``CLIContext``
-(``ctx.settings()`` builds :class:`~img_agent.config.Settings` from flags > environment > defaults).
-
-:func:`main` is the same ``serve`` command on its own (``python -m img_agent.tools.mcp_server``),
-for MCP client configurations that name a module.
+``img-agent serve`` runs the MCP server over stdio, or streamable HTTP on 127.0.0.1 with ``--http``;
+``img-agent tools --format openai|responses|mcp`` prints the tool schemas.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from img_agent.cli import output
+from img_agent.cli.context import llm_settings
+from img_agent.config import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT
+from img_agent.errors import ConfigError
+
 if TYPE_CHECKING:
-    from img_agent.cli.main import CLIContext
+    from img_agent.cli.context import CLIContext
 
 FORMATS = ("openai", "responses", "mcp")
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # noqa: SLF001
-    """Add ``serve`` and ``tools`` to the main CLI's sub-commands."""
-    from img_agent.config import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT
-
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Add ``serve`` and ``tools`` (``common``: the parser of the global options)."""
     serve = subparsers.add_parser(
         "serve",
         parents=[common],
@@ -60,15 +53,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     tools.set_defaults(func=cmd_tools)
 
 
-def _llm_settings() -> Any:
-    from img_agent.config import LLMSettings
-
-    return LLMSettings()
-
-
 def cmd_serve(ctx: CLIContext) -> int:
     """Run the MCP server until the client goes away (stdio) or the process is interrupted (HTTP)."""
-    from img_agent.errors import ConfigError
     from img_agent.tools.mcp_server import serve
 
     args = ctx.args
@@ -80,7 +66,7 @@ def cmd_serve(ctx: CLIContext) -> int:
             raise ConfigError(f"--root must name existing folders; not found: {', '.join(missing)}.")
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, got {args.port}.")
-    serve(ctx.settings(), roots=roots, llm_settings=_llm_settings(), http=args.http, host=args.host, port=args.port)
+    serve(ctx.settings(), roots=roots, llm_settings=llm_settings(args), http=args.http, host=args.host, port=args.port)
     return 0
 
 
@@ -103,14 +89,5 @@ def schemas(fmt: str, *, llm_configured: bool = False) -> list[dict[str, Any]]:
 
 def cmd_tools(ctx: CLIContext) -> int:
     """Print the schemas as JSON on stdout."""
-    listed = schemas(ctx.args.format, llm_configured=_llm_settings().enabled)
-    json.dump(listed, sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
+    output.print_json(schemas(ctx.args.format, llm_configured=llm_settings(ctx.args).enabled))
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``img-agent serve`` without the console script: ``python -m img_agent.tools.mcp_server [options]``."""
-    from img_agent.cli.main import main as cli_main
-
-    return cli_main(["serve", *(sys.argv[1:] if argv is None else argv)])

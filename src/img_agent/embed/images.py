@@ -1,52 +1,47 @@
-"""Finding, reading and decoding image files: the untrusted-input side of indexing.
+"""Finding and reading image files: the one folder walker and the one file reader.
 
-Everything here is plain Pillow + numpy + stdlib (no torch), so it is cheap to import and
-safe to run in decode threads.
+Plain stdlib here (decoding lives in :mod:`img_agent.embed.decode`), safe to run in threads.
 
 * :func:`iter_image_files` walks files and folders and yields absolute, resolved image paths
   in a deterministic order, or a :class:`~img_agent.results.SkippedItem` for anything it
-  cannot use (missing path, broken link, link loop, unreadable folder). It never skips silently.
-* :func:`read_image_file` stats, size-checks, reads and hashes a file once, lets the caller
-  drop known content (:class:`DuplicateContent`) *before* the costly decode, then decodes it.
-* :func:`decode_image_bytes` turns bytes into an RGB image with a decompression-bomb guard,
-  truncation detection, JPEG draft decoding, EXIF orientation and proper mode conversion.
-* :func:`make_thumbnail` renders a small JPEG.
+  cannot use (missing path, broken link, link loop, unreadable folder, a link out of the
+  allowed folders). It never skips silently.
+* :func:`read_file` stats, size-checks, reads and hashes a file once (:class:`RawFile`), so a
+  caller can drop known content *before* the costly decode; :func:`decode_file` decodes it.
+  :func:`read_image_file` does both.
 
-Every failure is an :class:`~img_agent.errors.ImageDecodeError` whose message is a short,
-specific human reason ("zero-byte file", "truncated or corrupt image: ...").
+Every reading failure is an :class:`~img_agent.errors.ImageDecodeError` whose message is a
+short, specific human reason ("zero-byte file", "file too large: ...").
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import logging
 import os
 import stat
-import struct
-import warnings
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from img_agent.errors import ImageDecodeError
+from img_agent.results import FileFacts, SkippedItem
 
-from img_agent.errors import ImageDecodeError, InvalidInputError
-from img_agent.results import SkippedItem
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = [
     "IMAGE_EXTENSIONS",
-    "DuplicateContent",
-    "DuplicateItem",
+    "Confinement",
     "LoadedImage",
-    "decode_image_bytes",
+    "RawFile",
+    "decode_file",
     "is_image_name",
     "iter_image_files",
-    "make_thumbnail",
+    "read_file",
     "read_image_file",
-    "to_rgb",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,56 +49,13 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
 """Suffixes (lower case, with the dot) that a folder walk treats as images; compared case-insensitively."""
 
-_DRAFT_FORMATS = frozenset({"JPEG", "MPO"})
-"""Formats whose decoder can scale down while decoding (``Image.draft``)."""
 
-# Pillow's format plugins signal malformed input with a zoo of exception types; every one of
-# them means "this is not a usable image" and is turned into an ImageDecodeError naming it.
-_PIL_DECODE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ValueError,
-    SyntaxError,
-    EOFError,
-    struct.error,
-    IndexError,
-    KeyError,
-    TypeError,
-    ZeroDivisionError,
-    OverflowError,
-)
+@dataclass(frozen=True, slots=True)
+class RawFile:
+    """A file read whole and hashed, not decoded yet (``facts`` has no width, height or format)."""
 
-# EXIF orientations 5..8 rotate by 90 degrees, so the displayed width and height swap.
-_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
-_EXIF_ORIENTATION_TAG = 0x0112
-
-_WHITE = (255, 255, 255, 255)
-
-
-class DuplicateContent(Exception):
-    """Control-flow signal from :func:`read_image_file`: the file's content is already indexed.
-
-    Raised before decoding, when the caller's ``known_hash(sha256)`` returns true. Not an
-    error: callers count such files as unchanged.
-    """
-
-    def __init__(self, sha256: str) -> None:
-        super().__init__(f"content already indexed (sha256 {sha256})")
-        self.sha256 = sha256
-
-
-class DuplicateItem(SkippedItem):
-    """A :class:`SkippedItem` for a file whose content is already indexed (see :class:`DuplicateContent`).
-
-    Its ``reason`` starts with ``"duplicate"``; ``isinstance(item, DuplicateItem)`` is the way to
-    tell it from a real failure. Serialised as a plain ``SkippedItem`` in reports.
-    """
-
-    sha256: str
-
-    @classmethod
-    def from_signal(cls, path: str, signal: DuplicateContent) -> DuplicateItem:
-        reason = f"duplicate: content already indexed (sha256 {signal.sha256[:16]})"
-        return cls(path=path, reason=reason, sha256=signal.sha256)
+    facts: FileFacts
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,22 +63,24 @@ class LoadedImage:
     """A decoded image file with the facts the catalog records about it."""
 
     image: Image.Image
-    """RGB image, EXIF orientation applied; possibly draft-reduced (see ``draft_size``)."""
-    sha256: str
-    """Hex SHA-256 of the file bytes."""
-    size: int
-    """File size in bytes (the bytes that were hashed)."""
-    width: int
-    """Full pixel width after EXIF orientation (not the draft-reduced width)."""
-    height: int
-    """Full pixel height after EXIF orientation (not the draft-reduced height)."""
-    format: str
-    """Pillow format name, e.g. ``"JPEG"``, ``"PNG"``."""
-    mtime: float
-    """File modification time (Unix seconds)."""
+    """RGB image, EXIF orientation applied; possibly draft-reduced (the facts give the full size)."""
+    facts: FileFacts
 
 
 # --------------------------------------------------------------------------- finding files
+
+
+class Confinement(Protocol):
+    """The folders a walk may enter through symbolic links (``tools.sandbox.Sandbox`` is one)."""
+
+    def contains(self, path: Path, /) -> bool:
+        """Whether an already resolved absolute path lies inside the allowed folders."""
+        ...
+
+    def describe_roots(self) -> str:
+        """The allowed folders as a sentence fragment for skip reasons."""
+        ...
+
 
 
 def is_image_name(path: str | os.PathLike[str]) -> bool:
@@ -159,7 +113,7 @@ def _missing_reason(path: Path, exc: OSError) -> str:
 
 
 def iter_image_files(
-    paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True
+    paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True, confine: Confinement | None = None
 ) -> Iterator[Path | SkippedItem]:
     """Yield the image files under ``paths``, absolute and resolved, each once.
 
@@ -174,6 +128,10 @@ def iter_image_files(
     explicitly or carrying an image extension. A directory reached a second time through
     another route (not a loop) is not walked again and not reported: its files were already
     yielded. A file reached twice (two arguments, or a link to it) is yielded once.
+
+    With ``confine``, a symbolic link (to a file or a folder) whose target lies outside
+    ``confine.contains`` is skipped with a reason that names the allowed folders but not the
+    target; so is an explicit path that resolves outside them.
     """
     seen_files: set[str] = set()
     walked_dirs: set[tuple[int, int]] = set()
@@ -190,8 +148,13 @@ def iter_image_files(
         if isinstance(real, SkippedItem):
             yield real
             continue
+        if confine is not None and not confine.contains(real):
+            yield _outside(given, "folder" if stat.S_ISDIR(st.st_mode) else "file", confine)
+            continue
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk(real, st, recursive=recursive, seen_files=seen_files, walked_dirs=walked_dirs)
+            yield from _walk(
+                real, st, recursive=recursive, confine=confine, seen_files=seen_files, walked_dirs=walked_dirs
+            )
         elif stat.S_ISREG(st.st_mode):
             key = str(real)
             if key not in seen_files:
@@ -206,6 +169,7 @@ def _walk(
     root_stat: os.stat_result,
     *,
     recursive: bool,
+    confine: Confinement | None,
     seen_files: set[str],
     walked_dirs: set[tuple[int, int]],
 ) -> Iterator[Path | SkippedItem]:
@@ -252,6 +216,11 @@ def _walk(
         if is_dir and st is not None:
             if not recursive:
                 continue
+            if is_link and confine is not None:
+                refused = _confined_link(path, "folder", confine)
+                if refused is not None:
+                    yield refused
+                    continue
             key = (st.st_dev, st.st_ino)
             if key in ancestors:
                 yield SkippedItem(path=str(path), reason="symbolic link loop")
@@ -274,6 +243,11 @@ def _walk(
 
         if not is_image_name(entry.name):
             continue
+        if is_link and confine is not None:
+            refused = _confined_link(path, "file", confine)
+            if refused is not None:
+                yield refused
+                continue
         if not is_reg:
             yield SkippedItem(path=str(path), reason="not a regular file")
             continue
@@ -285,6 +259,21 @@ def _walk(
         if key_s not in seen_files:
             seen_files.add(key_s)
             yield real
+
+
+def _confined_link(link: Path, kind: str, confine: Confinement) -> SkippedItem | None:
+    """A skip for a symbolic link whose target is unusable or outside ``confine``; None when it may be followed."""
+    target = _resolved(link)
+    if isinstance(target, SkippedItem):
+        return target
+    return None if confine.contains(target) else _outside(link, kind, confine)
+
+
+def _outside(path: Path, kind: str, confine: Confinement) -> SkippedItem:
+    """The skip for ``path`` (a ``kind``) that resolves outside ``confine``; the reason never names the target."""
+    where = f"outside the {confine.describe_roots()}"
+    reason = f"symbolic link to a {kind} {where}" if os.path.islink(path) else where
+    return SkippedItem(path=str(path), reason=reason)
 
 
 def _resolved(path: Path) -> Path | SkippedItem:
@@ -306,29 +295,19 @@ def _list_dir(directory: Path) -> list[os.DirEntry[str]] | SkippedItem:
         return SkippedItem(path=str(directory), reason=_stat_reason(exc))
 
 
-# --------------------------------------------------------------------------- reading + decoding
+# --------------------------------------------------------------------------- reading
 
 
-def read_image_file(
-    path: str | os.PathLike[str],
-    *,
-    max_bytes: int,
-    max_pixels: int,
-    draft_size: int | None = None,
-    known_hash: Callable[[str], bool] | None = None,
-) -> LoadedImage:
-    """Read, hash and decode one image file.
+def read_file(path: str | os.PathLike[str], *, max_bytes: int) -> RawFile:
+    """Read and hash one file.
 
     The file is opened once (non-blocking, so a FIFO cannot hang the caller), checked to be a
-    regular, non-empty file of at most ``max_bytes``, read whole and hashed. If
-    ``known_hash(sha256)`` is true, :class:`DuplicateContent` is raised before any decoding.
-    Otherwise the bytes are decoded by :func:`decode_image_bytes`.
+    regular, non-empty file of at most ``max_bytes``, read whole and hashed.
 
     Raises:
-        ImageDecodeError: with a specific reason ("file not found", "permission denied",
-            "zero-byte file", "file too large: ...", "not an image (unrecognised format)",
-            "truncated or corrupt image: ...", "image too large: ...").
-        DuplicateContent: the content is already known.
+        ImageDecodeError: with a specific reason ("no such file or directory", "permission
+            denied", "broken symbolic link", "not a regular file", "zero-byte file",
+            "file too large: ...", "cannot read file: ...").
     """
     p = Path(path)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
@@ -358,199 +337,25 @@ def read_image_file(
         raise ImageDecodeError("zero-byte file")
     if len(data) > max_bytes:
         raise ImageDecodeError(f"file too large: more than {max_bytes} bytes (max_file_bytes={max_bytes})")
-
-    sha256 = hashlib.sha256(data).hexdigest()
-    if known_hash is not None and known_hash(sha256):
-        raise DuplicateContent(sha256)
-    image, fmt, width, height = decode_image_bytes(data, max_pixels=max_pixels, draft_size=draft_size)
-    return LoadedImage(
-        image=image, sha256=sha256, size=len(data), width=width, height=height, format=fmt, mtime=st.st_mtime
-    )
+    facts = FileFacts(path=str(p), size=len(data), mtime=st.st_mtime, sha256=hashlib.sha256(data).hexdigest())
+    return RawFile(facts=facts, data=data)
 
 
-def _silence_pil_bomb_warning() -> None:
-    """Keep Pillow's DecompressionBombWarning off stderr; our own ``max_pixels`` guard decides.
+def decode_file(raw: RawFile, *, max_pixels: int, draft_size: int | None = None) -> LoadedImage:
+    """Decode a file read by :func:`read_file` (see :func:`~img_agent.embed.decode.decode_image_bytes`)."""
+    from img_agent.embed.decode import decode_image_bytes
 
-    ``warnings.catch_warnings`` is not thread-safe (it swaps the process-wide filter list), so
-    decode threads cannot scope a filter per call. Instead one narrow filter, matching only
-    this Pillow warning class, is put in place on first use (never at import) and again
-    whenever something (such as a test runner) has reset the filter list.
-    """
-    for action, _message, category, _module, _lineno in warnings.filters:
-        if issubclass(Image.DecompressionBombWarning, category):  # the first filter that may apply
-            if category is Image.DecompressionBombWarning and action == "ignore":
-                return
-            break
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    image, fmt, width, height = decode_image_bytes(raw.data, max_pixels=max_pixels, draft_size=draft_size)
+    return LoadedImage(image=image, facts=replace(raw.facts, width=width, height=height, format=fmt))
 
 
-def decode_image_bytes(
-    data: bytes, *, max_pixels: int, draft_size: int | None = None
-) -> tuple[Image.Image, str, int, int]:
-    """Decode image bytes into ``(rgb_image, format, width, height)``.
-
-    * The pixel count from the header is checked against ``max_pixels`` before any pixel is
-      decoded (decompression-bomb guard); Pillow's own bomb error becomes an ImageDecodeError too.
-    * With ``draft_size``, JPEGs decode at a reduced DCT scale whose short side stays
-      ``>= draft_size`` (several times faster for photos), and other formats larger than twice
-      that are box-reduced after decoding by an integer factor keeping the short side
-      ``>= draft_size``. Pass the model's input size.
-    * The image is fully loaded here, so truncated files fail now, not later
-      (``ImageFile.LOAD_TRUNCATED_IMAGES`` is left alone).
-    * EXIF orientation is applied; animated images give their first frame; every mode is
-      converted to RGB properly (see :func:`to_rgb`).
-
-    ``width`` and ``height`` are the full-resolution size after EXIF orientation, whatever
-    draft reduction was used.
-    """
-    if not data:
-        raise ImageDecodeError("zero-byte file")
-    _silence_pil_bomb_warning()
-    try:
-        img = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise ImageDecodeError("not an image (unrecognised format)") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"image too large: {exc}") from None
-    except _PIL_DECODE_ERRORS as exc:
-        raise ImageDecodeError(f"truncated or corrupt image: {_describe(exc)}") from None
-
-    try:
-        fmt = img.format or "unknown"
-        full_w, full_h = img.size
-        if full_w <= 0 or full_h <= 0:
-            raise ImageDecodeError(f"truncated or corrupt image: invalid size {full_w}x{full_h}")
-        if full_w * full_h > max_pixels:
-            raise ImageDecodeError(f"image too large: {full_w}x{full_h} pixels exceeds max_image_pixels={max_pixels}")
-        orientation = _exif_orientation(img)
-        if orientation in _SWAPPING_ORIENTATIONS:
-            full_w, full_h = full_h, full_w
-
-        try:
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)
-            if draft_size is not None and fmt in _DRAFT_FORMATS:
-                img.draft("RGB", (draft_size, draft_size))
-            img.load()
-        except Image.DecompressionBombError as exc:
-            raise ImageDecodeError(f"image too large: {exc}") from None
-        except MemoryError:
-            raise ImageDecodeError(f"image too large: out of memory decoding {full_w}x{full_h} pixels") from None
-        except _PIL_DECODE_ERRORS as exc:
-            raise ImageDecodeError(f"truncated or corrupt image: {_describe(exc)}") from None
-
-        if orientation != 1:
-            try:
-                ImageOps.exif_transpose(img, in_place=True)
-            except _PIL_DECODE_ERRORS as exc:
-                # A damaged EXIF block does not make the pixels unusable: keep them unrotated.
-                logger.debug("ignoring unusable EXIF orientation (%s)", _describe(exc))
-                if orientation in _SWAPPING_ORIENTATIONS:
-                    full_w, full_h = full_h, full_w
-
-        if draft_size is not None and fmt not in _DRAFT_FORMATS:
-            factor = min(img.size) // draft_size
-            if factor >= 2:
-                img = img.reduce(factor)
-
-        try:
-            rgb = to_rgb(img)
-        except _PIL_DECODE_ERRORS as exc:
-            raise ImageDecodeError(f"unsupported image: {_describe(exc)}") from None
-        if rgb is img:
-            rgb = img.copy()  # detached from the decoder and its copy of the file bytes
-    finally:
-        img.close()
-    return rgb, fmt, full_w, full_h
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text or type(exc).__name__
-
-
-def _exif_orientation(img: Image.Image) -> int:
-    """EXIF orientation 1..8 (1 when absent or unreadable)."""
-    try:
-        value = img.getexif().get(_EXIF_ORIENTATION_TAG, 1)
-    except _PIL_DECODE_ERRORS:
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def _high_bit_depth_to_l(img: Image.Image) -> Image.Image:
-    """Scale a single-channel I;16*/I/F image to 8-bit ``L``.
-
-    16-bit data maps ``v -> round(v / 257)`` (full range to full range). 32-bit integer data
-    already in 0..255 or 0..65535 is treated as 8- or 16-bit; float data in 0..1 is scaled by
-    255. Anything else is min-max stretched. NaN and infinities count as 0.
-    """
-    arr = np.asarray(img)
-    if arr.ndim != 2:
-        arr = arr.reshape(img.size[1], img.size[0])
-    arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
-    if img.mode.startswith("I;16"):
-        scaled = arr / 257.0
-    elif lo >= 0.0 and hi <= 255.0 and img.mode != "F":
-        scaled = arr
-    elif lo >= 0.0 and hi <= 1.0 and img.mode == "F":
-        scaled = arr * 255.0
-    elif lo >= 0.0 and hi <= 65535.0 and img.mode != "F":
-        scaled = arr / 257.0
-    elif hi > lo:
-        scaled = (arr - lo) * (255.0 / (hi - lo))
-    else:
-        scaled = np.zeros_like(arr)
-    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
-
-
-def _composite_on_white(img: Image.Image) -> Image.Image:
-    if img.mode == "La":  # premultiplied; Pillow converts it only to LA
-        img = img.convert("LA")
-    rgba = img if img.mode == "RGBA" else img.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, _WHITE)
-    return Image.alpha_composite(background, rgba).convert("RGB")
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB the way a person would see the image.
-
-    Transparency (alpha channel, or a palette / ``tRNS`` transparent colour) is composited
-    on white; CMYK and YCbCr convert to RGB; 16-bit and float greyscale are scaled to 8 bits
-    (see :func:`_high_bit_depth_to_l`); bilevel and greyscale expand to RGB. An RGB image is
-    returned as is.
+def read_image_file(
+    path: str | os.PathLike[str], *, max_bytes: int, max_pixels: int, draft_size: int | None = None
+) -> LoadedImage:
+    """Read, hash and decode one image file (:func:`read_file`, then :func:`decode_file`).
 
     Raises:
-        ValueError: for a mode Pillow cannot convert to RGB.
+        ImageDecodeError: the reasons of both steps ("zero-byte file", "not an image
+            (unrecognised format)", "truncated or corrupt image: ...", "image too large: ...").
     """
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    has_alpha = "A" in mode or "a" in mode
-    if has_alpha or "transparency" in image.info:
-        if mode.startswith(("I", "F")):  # rare: high-bit-depth with tRNS; drop the mask
-            return _high_bit_depth_to_l(image).convert("RGB")
-        return _composite_on_white(image)
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        return _high_bit_depth_to_l(image).convert("RGB")
-    return image.convert("RGB")
-
-
-def make_thumbnail(image: Image.Image, max_side: int = 256, quality: int = 80) -> bytes:
-    """A JPEG thumbnail of ``image``, longest side at most ``max_side``, aspect ratio kept.
-
-    Raises:
-        InvalidInputError: ``max_side`` < 1 or ``quality`` outside 1..95.
-    """
-    if max_side < 1:
-        raise InvalidInputError(f"max_side must be at least 1, got {max_side}")
-    if not 1 <= quality <= 95:
-        raise InvalidInputError(f"quality must be between 1 and 95, got {quality}")
-    thumb = to_rgb(image)
-    if thumb is image:
-        thumb = image.copy()
-    thumb.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-    out = io.BytesIO()
-    thumb.save(out, format="JPEG", quality=quality)
-    return out.getvalue()
+    return decode_file(read_file(path, max_bytes=max_bytes), max_pixels=max_pixels, draft_size=draft_size)

@@ -23,14 +23,14 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from img_agent.errors import ModelMismatchError, NotFoundError, StoreCorruptError, StoreVersionError
-from img_agent.results import ImageRecord
+from img_agent.results import FileFacts, ImageRecord
 
 FORMAT_VERSION = 1
 
@@ -63,16 +63,9 @@ _RECORD_COLUMNS = "id, path, sha256, size, width, height, format, mtime, added_a
 
 @dataclass(frozen=True)
 class NewImage:
-    """A row to insert; the catalog assigns nothing, ids come from the vector store."""
+    """A row to insert: the file's facts and optional notes (its id comes from the vector store)."""
 
-    id: int
-    path: str
-    sha256: str
-    size: int
-    width: int
-    height: int
-    format: str
-    mtime: float
+    file: FileFacts
     description: str | None = None
     tags: tuple[str, ...] = ()
 
@@ -300,23 +293,9 @@ class Catalog:
         rows = self._query(f"SELECT id FROM images WHERE {' AND '.join(where)}", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    def counts(self) -> dict[str, int]:
-        rows = self._query(
-            "SELECT state, in_main, COUNT(*) FROM images GROUP BY state, in_main"
-        )
-        out = {"buffer": 0, "main": 0, "tombstones": 0, "deleted": 0}
-        for state, in_main, n in rows:
-            if state == "deleted":
-                out["deleted"] += n
-                if in_main:
-                    out["tombstones"] += n
-            else:
-                out[state] += n
-        return out
-
     # -- writes -------------------------------------------------------------------------------
-    def insert(self, rows: Iterable[NewImage], *, replaced: Sequence[int] = ()) -> None:
-        """Insert new buffer rows and retire the rows they replace, atomically."""
+    def insert(self, ids: Sequence[int], rows: Sequence[NewImage], *, replaced: Sequence[int] = ()) -> None:
+        """Insert new buffer rows ``ids[i]: rows[i]`` and retire the rows they replace, atomically."""
         now = time.time()
         with self._tx() as db:
             if replaced:
@@ -328,9 +307,10 @@ class Catalog:
                 "INSERT INTO images(id, path, sha256, size, width, height, format, mtime, added_at, description, tags,"
                 " state, in_main) VALUES (?,?,?,?,?,?,?,?,?,?,?, 'buffer', 0)",
                 [
-                    (r.id, r.path, r.sha256, r.size, r.width, r.height, r.format, r.mtime, now, r.description,
+                    (int(i), f.path, f.sha256, f.size, f.width, f.height, f.format, f.mtime, now, r.description,
                      json.dumps(list(r.tags)))
-                    for r in rows
+                    for i, r in zip(ids, rows, strict=True)
+                    for f in (r.file,)
                 ],
             )
 

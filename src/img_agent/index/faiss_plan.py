@@ -3,13 +3,16 @@
 All indexes use inner product on unit vectors (= cosine). Ids inside every index are the catalog's
 image ids: IVF indexes take them natively, others are wrapped in ``IndexIDMap2``. Deleted and
 filtered-out ids are excluded inside the search with an ``IDSelectorBitmap`` over the dense id space.
+
+The automatic rule (:data:`AUTO_RULES`, :func:`nlist_for`, :func:`default_nprobe`,
+:func:`rerank_candidates`, :func:`plan_for` with ``"auto"``) is plain arithmetic: it imports no
+faiss and builds no index, so benchmarks can state what the engine would choose for any size.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from img_agent.errors import ConfigError
+from img_agent.index.durable import write_atomic_with
 from img_agent.results import ProgressCallback
-from img_agent.index.vectors import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,8 @@ AUTO_RULES: tuple[tuple[float, str], ...] = (
     (4_000_000, "IVF{nlist},SQ8"),
     (math.inf, "IVF{nlist},PQ{pq_m}x8"),
 )
+MIN_RERANK_CANDIDATES = 100
+"""Compressed-code searches fetch at least this many candidates for the exact re-rank."""
 MIN_POINTS_PER_CENTROID = 39  # faiss warns below this many training points per list / codebook entry
 MAX_TRAIN_POINTS_PER_CENTROID = 64
 ADD_CHUNK = 65_536
@@ -45,6 +50,17 @@ def nlist_for(n: int) -> int:
 def default_nprobe(nlist: int) -> int:
     """Lists probed per query: nlist/64 (1.6 % of the data), at least 16, at most nlist."""
     return int(min(nlist, max(16, nlist // 64)))
+
+
+def rerank_candidates(k: int, factor: int) -> int:
+    """Candidates a compressed-code index returns for an exact re-rank of the best ``k``."""
+    return max(k * factor, MIN_RERANK_CANDIDATES)
+
+
+def auto_factory(n: int, dim: int) -> str:
+    """The factory string :data:`AUTO_RULES` choose for ``n`` vectors of dimension ``dim``."""
+    template = next(t for limit, t in AUTO_RULES if n <= limit)
+    return template.format(nlist=nlist_for(n), pq_m=max(1, dim // 16))
 
 
 @dataclass(frozen=True)
@@ -72,8 +88,8 @@ class IndexPlan:
         return self.factory.startswith("HNSW")
 
 
-def _parse(factory: str, dim: int) -> tuple[int | None, int]:
-    """(nlist, minimum training points) of a factory string; ConfigError if faiss rejects it."""
+def _check(factory: str, dim: int) -> None:
+    """Raise ConfigError if faiss rejects ``factory`` for ``dim``-d vectors (builds an empty index)."""
     import faiss
 
     try:
@@ -84,6 +100,10 @@ def _parse(factory: str, dim: int) -> tuple[int | None, int]:
             f"Index string {factory!r} is not a valid faiss factory string for {dim}-d vectors ({first}). "
             "Use 'auto' or a string such as 'Flat', 'IVF1024,Flat', 'IVF4096,SQ8', 'IVF4096,PQ32x8', 'HNSW32'."
         ) from exc
+
+
+def _requirements(factory: str) -> tuple[int | None, int]:
+    """(nlist, minimum training points) read from a factory string."""
     m = re.search(r"IVF(\d+)", factory)
     nlist = int(m.group(1)) if m else None
     if nlist is not None and nlist < 1:
@@ -99,13 +119,15 @@ def _parse(factory: str, dim: int) -> tuple[int | None, int]:
 
 
 def plan_for(n: int, dim: int, index_string: str = "auto", nprobe: int | None = None) -> IndexPlan:
-    """The index to build for n live vectors. Falls back to exact search when n cannot train it."""
+    """The index to build for n live vectors. Falls back to exact search when n cannot train it.
+
+    With ``"auto"`` this is arithmetic only (no faiss); another index string is checked by faiss.
+    """
     if index_string == "auto":
-        template = next(t for limit, t in AUTO_RULES if n <= limit)
-        factory = template.format(nlist=nlist_for(n), pq_m=max(1, dim // 16))
+        plan = _plan(auto_factory(n, dim), nprobe)
     else:
-        factory = index_string.strip()
-    plan = plan_of(factory, dim, nprobe)
+        plan = plan_of(index_string.strip(), dim, nprobe)
+    factory = plan.factory
     if n < plan.min_train:
         return IndexPlan(
             "Flat",
@@ -116,8 +138,17 @@ def plan_for(n: int, dim: int, index_string: str = "auto", nprobe: int | None = 
 
 
 def plan_of(factory: str, dim: int, nprobe: int | None = None) -> IndexPlan:
-    """The plan describing an index built from ``factory`` (also for one loaded from disk)."""
-    nlist, need = _parse(factory, dim)
+    """The plan describing an index built from ``factory`` (also for one loaded from disk).
+
+    Raises:
+        ConfigError: faiss rejects the factory string.
+    """
+    _check(factory, dim)
+    return _plan(factory, nprobe)
+
+
+def _plan(factory: str, nprobe: int | None) -> IndexPlan:
+    nlist, need = _requirements(factory)
     probe = (min(nlist, nprobe) if nprobe else default_nprobe(nlist)) if nlist else None
     return IndexPlan(factory, nlist=nlist, nprobe=probe, min_train=need)
 
@@ -181,15 +212,25 @@ def bitmap_selector(bitmap: np.ndarray):
 
 
 def write_index(index, path: Path) -> None:
-    """Write atomically: temporary file, fsync, rename, fsync the folder."""
+    """Write ``index`` to ``path`` atomically (see :mod:`img_agent.index.durable`)."""
     import faiss
 
-    tmp = path.with_name(path.name + ".tmp")
-    faiss.write_index(index, str(tmp))
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    write_atomic_with(path, lambda tmp: faiss.write_index(index, str(tmp)))
+
+
+def index_bytes(index) -> int:
+    """Serialized size of a faiss index, counted without materialising it (about its resident size)."""
+    import faiss
+
+    total = 0
+
+    def count(buf: bytes) -> int:
+        nonlocal total
+        total += len(buf)
+        return len(buf)
+
+    faiss.write_index(index, faiss.PyCallbackIOWriter(count))
+    return total
 
 
 def read_index(path: Path):

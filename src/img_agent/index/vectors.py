@@ -17,34 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from img_agent.errors import InvalidInputError, StoreCorruptError, StoreVersionError
+from img_agent.index.durable import fsync_dir, write_atomic
 
 FORMAT_VERSION = 1
 _DTYPE = np.dtype("<f4")
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or file creation inside ``path`` durable."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # not supported on some platforms (Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 class VectorStore:
@@ -113,14 +89,6 @@ class VectorStore:
     @property
     def rows(self) -> int:
         return self._rows
-
-    @property
-    def nbytes(self) -> int:
-        return self.path.stat().st_size if self.path.exists() else 0
-
-    def view(self) -> np.ndarray:
-        """Read-only (rows, dim) view of every stored vector; stays valid after later appends."""
-        return self._view
 
     def get(self, ids: np.ndarray) -> np.ndarray:
         """Rows for ``ids`` (int array) as a float32 array in memory."""

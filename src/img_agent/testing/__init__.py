@@ -1,6 +1,12 @@
-"""Test and benchmark helpers that ship with the package: generated images and vectors.
+"""Test and benchmark helpers that ship with the package: generated images and vectors, and fakes.
 
-Nothing here touches the network. Used by the test-suite, the benchmarks and offline smoke runs.
+- this module: :func:`make_images`, :func:`clip_like_vectors`;
+- :mod:`~img_agent.testing.fake_engine`: the one engine double (scripted rankings or real files);
+- :mod:`~img_agent.testing.fake_llm`: a scripted OpenAI-compatible server on 127.0.0.1;
+- :mod:`~img_agent.testing.fake_tools`: two tool schemas and a recording dispatcher for chat tests.
+
+Nothing here touches the network beyond 127.0.0.1. Used by the test-suite, the benchmarks and
+offline smoke runs.
 """
 
 from __future__ import annotations

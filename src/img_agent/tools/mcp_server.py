@@ -1,10 +1,11 @@
 """img-agent's tools as an MCP server (official ``mcp`` SDK 2.x), over stdio or streamable HTTP.
 
-Each tool of :data:`~img_agent.tools.definitions.TOOL_SPECS` is registered with ``add_tool`` through
-a generated adapter whose signature is the tool's own parameters (plus the thumbnail options for
-tools that show images) and whose return annotation is ``Annotated[CallToolResult, ResultModel]``:
-the SDK derives the input and output schemas from it. The title, description and annotations
-come from the same spec.
+Each tool of :data:`~img_agent.tools.image_tools.TOOL_SPECS` is registered with ``add_tool`` through
+a generated adapter whose signature is the tool's own parameters (plus the thumbnail options,
+:data:`THUMBNAIL_PARAMETERS`, for tools that show images: MCP can carry images back to a
+multimodal model, a JSON function result cannot) and whose return annotation is
+``Annotated[CallToolResult, ResultModel]``: the SDK derives the input and output schemas from it.
+The title, description and annotations come from the same spec.
 
 Every call goes through the same validation and error texts as the OpenAI dispatcher:
 :class:`ImageMCPServer` validates the arguments with the spec's model before the SDK does, and
@@ -19,7 +20,6 @@ module imports neither torch nor faiss nor openai.
 
 from __future__ import annotations
 
-import base64
 import inspect
 import ipaddress
 import logging
@@ -34,28 +34,15 @@ import anyio
 import anyio.to_thread
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent, ToolAnnotations
-from pydantic import BaseModel
+from mcp.types import CallToolResult, ContentBlock, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
 
 from img_agent import __version__
 from img_agent.config import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT
 from img_agent.errors import ImgAgentError, StoreError
-from img_agent.results import SearchHit
-from img_agent.tools.definitions import (
-    MAX_THUMBNAIL_BYTES_TOTAL,
-    THUMBNAIL_QUALITY,
-    TOOL_SPECS,
-    AnswerResult,
-    ImageTools,
-    SearchResult,
-    ToolsSource,
-    ToolSpec,
-    default_sandbox,
-    error_message,
-    get_spec,
-    resolve_tools,
-)
-from img_agent.tools.render import render
+from img_agent.tools.image_tools import TOOL_SPECS, ImageTools, default_sandbox, get_spec
+from img_agent.tools.render import render, thumbnail_blocks
+from img_agent.tools.spec import ToolSpec, error_message
 
 if TYPE_CHECKING:
     from img_agent.config import LLMSettings, Settings
@@ -79,6 +66,42 @@ Search a local image collection by meaning (CLIP embeddings in a Faiss index).
   rebuild_index is advised.
 Errors say what to change; fix the arguments and call again."""
 
+DEFAULT_THUMBNAILS = 3
+MAX_THUMBNAILS = 10
+DEFAULT_THUMBNAIL_SIDE = 192
+MIN_THUMBNAIL_SIDE = 32
+MAX_THUMBNAIL_SIDE = 512
+
+THUMBNAIL_PARAMETERS: tuple[inspect.Parameter, ...] = (
+    inspect.Parameter(
+        "thumbnails",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=DEFAULT_THUMBNAILS,
+        annotation=Annotated[int, Field(
+            ge=0, le=MAX_THUMBNAILS,
+            description=f"How many of the first images to also return as small JPEG thumbnails you can "
+            f"look at (0-{MAX_THUMBNAILS}; 0 = none).",
+        )],
+    ),
+    inspect.Parameter(
+        "thumbnail_size",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=DEFAULT_THUMBNAIL_SIDE,
+        annotation=Annotated[int, Field(
+            ge=MIN_THUMBNAIL_SIDE, le=MAX_THUMBNAIL_SIDE,
+            description=f"Longest side of each thumbnail in pixels ({MIN_THUMBNAIL_SIDE}-{MAX_THUMBNAIL_SIDE}).",
+        )],
+    ),
+)
+"""The presentation options of tools that show images; they shape the result, not the operation."""
+
+MCP_SPECS: tuple[ToolSpec, ...] = tuple(
+    spec.with_options(THUMBNAIL_PARAMETERS) if spec.shows_images else spec for spec in TOOL_SPECS
+)
+"""Every tool as the MCP surface offers it: the thumbnail options added where images are shown."""
+_MCP_BY_NAME = {spec.name: spec for spec in MCP_SPECS}
+
+ToolsSource = ImageTools | Future  # a Future[ImageTools] while the engine is still opening
 OpenTools = Callable[[], AbstractAsyncContextManager[ToolsSource]]
 """Opens the tools for the server's lifetime (the lifespan): yields ImageTools or a Future of them."""
 
@@ -94,8 +117,8 @@ class ImageMCPServer(MCPServer):
         self, name: str, arguments: dict[str, Any], context: Context | None = None
     ) -> Any:
         try:
-            spec = get_spec(name)
-            parsed = spec.parse(arguments, "mcp")
+            get_spec(name)  # an unknown name: the error names the tools that exist
+            parsed = _MCP_BY_NAME[name].parse(arguments)
         except ImgAgentError as exc:
             return error_result(error_message(name, exc))
         return await super().call_tool(name, parsed, context)
@@ -139,37 +162,6 @@ async def _pump_progress(ctx: Context, progress: _LatestProgress) -> None:
         await _send_progress(ctx, progress)
 
 
-def _shown_images(result: BaseModel) -> Sequence[SearchHit]:
-    if isinstance(result, SearchResult):
-        return result.hits
-    if isinstance(result, AnswerResult):
-        return result.sources
-    raise TypeError(f"{type(result).__name__} lists no images")
-
-
-def thumbnail_blocks(tools: ImageTools, result: BaseModel, count: int, max_side: int) -> list[ContentBlock]:
-    """Caption + JPEG thumbnail blocks for the first ``count`` images of ``result``.
-
-    An image whose thumbnail cannot be made (file gone, undecodable) gets a one-line note instead;
-    thumbnails stop once their bytes add up to :data:`MAX_THUMBNAIL_BYTES_TOTAL`.
-    """
-    blocks: list[ContentBlock] = []
-    total = 0
-    for hit in _shown_images(result)[:count]:
-        try:
-            data = tools.engine.thumbnail(hit.id, max_side=max_side, quality=THUMBNAIL_QUALITY)
-        except ImgAgentError as exc:
-            blocks.append(TextContent(type="text", text=f"[{hit.rank}] id {hit.id}: no thumbnail ({exc})"))
-            continue
-        if total + len(data) > MAX_THUMBNAIL_BYTES_TOTAL:
-            blocks.append(TextContent(type="text", text="(further thumbnails left out: size limit reached)"))
-            break
-        total += len(data)
-        blocks.append(TextContent(type="text", text=f"[{hit.rank}] id {hit.id}: {hit.path}"))
-        blocks.append(ImageContent(type="image", data=base64.b64encode(data).decode("ascii"), mime_type="image/jpeg"))
-    return blocks
-
-
 async def run_tool(spec: ToolSpec, source: ToolsSource, arguments: dict[str, Any], ctx: Context | None) -> CallToolResult:
     """Run one validated call in a worker thread: progress while it runs, cancellation when the
     client cancels, thumbnails for tools that show images, and every failure as an ``isError`` result."""
@@ -178,7 +170,7 @@ async def run_tool(spec: ToolSpec, source: ToolsSource, arguments: dict[str, Any
 
     def work() -> tuple[BaseModel, list[ContentBlock]] | str:
         try:
-            tools = resolve_tools(source)
+            tools = source.result() if isinstance(source, Future) else source  # waits for the engine to open
             result = spec.call(tools, arguments, progress=progress, cancel=cancel)
             images: list[ContentBlock] = []
             if spec.shows_images and arguments.get("thumbnails"):
@@ -216,7 +208,7 @@ def _adapter(spec: ToolSpec) -> Callable[..., Any]:
         return await run_tool(spec, ctx.request_context.lifespan_context, arguments, ctx)
 
     parameters = [
-        *spec.surface_parameters("mcp"),
+        *spec.accepted,
         inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context),
     ]
     returns = Annotated[CallToolResult, spec.result_type]
@@ -270,7 +262,7 @@ def create_server(tools: ToolsSource | OpenTools, *, llm_configured: bool) -> Im
         version=__version__,
         lifespan=lifespan,
     )
-    for spec in TOOL_SPECS:
+    for spec in MCP_SPECS:
         server.add_tool(
             _adapter(spec),
             name=spec.name,
@@ -406,8 +398,3 @@ def _is_loopback(host: str) -> bool:
     except ValueError:
         return False
 
-
-if __name__ == "__main__":  # python -m img_agent.tools.mcp_server [options]  ==  img-agent serve [options]
-    from img_agent.cli.tools import main
-
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """The tools as OpenAI function-calling tools (strict mode), and the dispatcher that runs a call.
 
-Schemas are derived from the argument models in :mod:`img_agent.tools.definitions` and rewritten
+Schemas are derived from the tools' argument models (:mod:`img_agent.tools.spec`) and rewritten
 to what OpenAI's strict mode accepts (:func:`strict_parameters`): every object closed with
 ``additionalProperties: false`` and listing all its properties as required, an optional parameter
 as a union with ``null`` (null means "use the default", and the description says which), no
@@ -13,7 +13,7 @@ Usage::
     from img_agent.tools import ImageTools, chat_completions_tools, dispatch
 
     tools = ImageTools(engine)
-    response = client.chat.completions.create(model=..., messages=..., tools=chat_completions_tools(tools))
+    response = client.chat.completions.create(model=..., messages=..., tools=chat_completions_tools())
     for call in response.choices[0].message.tool_calls or []:
         result_json = dispatch(tools, call.function.name, call.function.arguments)
 """
@@ -27,7 +27,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from img_agent.tools.definitions import TOOL_SPECS, ImageTools, ToolSpec, error_message, get_spec
+from img_agent.tools.image_tools import TOOL_SPECS, ImageTools, get_spec
+from img_agent.tools.spec import ToolSpec, error_message
 
 STRICT_KEYWORDS = frozenset(
     {
@@ -110,7 +111,7 @@ def _function(spec: ToolSpec) -> dict[str, Any]:
     return {
         "name": spec.name,
         "description": spec.description,
-        "parameters": strict_parameters(spec.arguments_model("openai")),
+        "parameters": strict_parameters(spec.arguments_model()),
         "strict": True,
     }
 
@@ -119,18 +120,16 @@ def _selected(names: Iterable[str] | None) -> list[ToolSpec]:
     return list(TOOL_SPECS) if names is None else [get_spec(name) for name in names]
 
 
-def chat_completions_tools(tools: ImageTools | None = None, *, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+def chat_completions_tools(*, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Chat Completions ``tools`` entries: ``{"type": "function", "function": {..., "strict": true}}``.
 
     Args:
-        tools: the :class:`ImageTools` the calls will run against (accepted for symmetry with
-            :func:`dispatch`; the schemas do not depend on it).
         names: only these tools, in this order (default: all, in the order they are defined).
     """
     return [{"type": "function", "function": _function(spec)} for spec in _selected(names)]
 
 
-def responses_tools(tools: ImageTools | None = None, *, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+def responses_tools(*, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Responses API ``tools`` entries: flat ``{"type": "function", "name", ..., "strict": true}``."""
     return [{"type": "function", **_function(spec)} for spec in _selected(names)]
 
@@ -152,7 +151,7 @@ def dispatch(tools: ImageTools, name: str, arguments: str | Mapping[str, Any] | 
                 return _error(f"Invalid arguments for {name}: not valid JSON ({exc.msg} at character {exc.pos}).")
         else:
             raw = arguments
-        parsed = spec.parse(raw, "openai")
+        parsed = spec.parse(raw)
         result = spec.call(tools, parsed)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a message for the model; bugs are logged
         return _error(error_message(name, exc))

@@ -1,21 +1,28 @@
-"""Plain-text renderings of tool results, for the ``text`` content of an MCP tool result.
+"""The content of an MCP tool result: a plain-text rendering of the result, and thumbnails.
 
 The structured content carries every field; the text is what a model reads when its client shows
 it only the text, so it keeps what matters for the next step (ids, paths, scores, counts, notes,
 hints) and stays short. One function per result type, chosen by :func:`render`.
+:func:`thumbnail_blocks` adds small JPEGs of the first images a result lists, for a multimodal model.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mcp.types import ContentBlock, ImageContent, TextContent
 from pydantic import BaseModel
 
+from img_agent.errors import ImgAgentError
 from img_agent.results import AddReport, IndexStatus, MaintenanceReport, RemoveReport, SearchHit, SkippedItem
-from img_agent.tools.definitions import AnswerResult, SearchResult
+from img_agent.tools.image_tools import AnswerResult, ImageTools, SearchResult
 
 MAX_LISTED_SKIPS = 20
+THUMBNAIL_QUALITY = 75
+MAX_THUMBNAIL_BYTES_TOTAL = 2 * 1024 * 1024
+"""Thumbnails of one result stop once their JPEG bytes add up to this."""
 
 
 def _hit_line(hit: SearchHit) -> str:
@@ -133,3 +140,34 @@ def render(result: BaseModel) -> str:
         if renderer is not None:
             return renderer(result)
     return result.model_dump_json(indent=2)
+
+
+def _shown_images(result: BaseModel) -> Sequence[SearchHit]:
+    if isinstance(result, SearchResult):
+        return result.hits
+    if isinstance(result, AnswerResult):
+        return result.sources
+    raise TypeError(f"{type(result).__name__} lists no images")
+
+
+def thumbnail_blocks(tools: ImageTools, result: BaseModel, count: int, max_side: int) -> list[ContentBlock]:
+    """Caption + JPEG thumbnail blocks for the first ``count`` images of ``result``.
+
+    An image whose thumbnail cannot be made (file gone, undecodable) gets a one-line note instead;
+    thumbnails stop once their bytes add up to :data:`MAX_THUMBNAIL_BYTES_TOTAL`.
+    """
+    blocks: list[ContentBlock] = []
+    total = 0
+    for hit in _shown_images(result)[:count]:
+        try:
+            data = tools.engine.thumbnail(hit.id, max_side=max_side, quality=THUMBNAIL_QUALITY)
+        except ImgAgentError as exc:
+            blocks.append(TextContent(type="text", text=f"[{hit.rank}] id {hit.id}: no thumbnail ({exc})"))
+            continue
+        if total + len(data) > MAX_THUMBNAIL_BYTES_TOTAL:
+            blocks.append(TextContent(type="text", text="(further thumbnails left out: size limit reached)"))
+            break
+        total += len(data)
+        blocks.append(TextContent(type="text", text=f"[{hit.rank}] id {hit.id}: {hit.path}"))
+        blocks.append(ImageContent(type="image", data=base64.b64encode(data).decode("ascii"), mime_type="image/jpeg"))
+    return blocks

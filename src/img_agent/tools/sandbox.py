@@ -6,6 +6,8 @@ A tool never opens a path a model gave it without going through :class:`Sandbox`
   symlink inside a root that points elsewhere, or ``root/../etc``, is refused;
 - containment is checked component-wise (``/data/img2`` is not inside ``/data/img``);
 - relative paths are looked up under each root in turn; ``~`` is expanded;
+- a folder walk given the sandbox as its confinement (``Engine.add_paths(..., confine=sandbox)``)
+  follows no symbolic link out of the roots;
 - only regular files are read, at most ``max_file_bytes`` of them; inline (base64) images are
   limited to ``max_inline_bytes`` after decoding;
 - nothing is ever fetched from a URL.
@@ -21,11 +23,10 @@ import binascii
 import os
 import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 from img_agent.errors import AccessDeniedError, ImageDecodeError, InvalidInputError, NotFoundError
-from img_agent.results import SkippedItem
 
 MAX_INLINE_IMAGE_BYTES = 16 * 1024 * 1024
 """Largest base64 image accepted by a tool, in bytes after decoding."""
@@ -199,81 +200,3 @@ class Sandbox:
         if len(raw) > self.max_inline_bytes:
             raise InvalidInputError(f"image_base64 decodes to more than {_mib(self.max_inline_bytes)}; send a smaller image.")
         return raw
-
-    # ------------------------------------------------------------------ batches
-
-    def collect(self, inputs: Sequence[Path], *, recursive: bool) -> tuple[list[Path], list[SkippedItem]]:
-        """The image files to index for already resolved, allowed ``inputs`` (from :meth:`resolve`).
-
-        A file given directly is kept whatever its name (the decoder decides). A folder is walked in
-        name order (``recursive=False``: its direct entries only), keeping names with an image
-        extension, like the engine's own walk. Symbolic links are followed only to targets inside
-        the roots; a link leading outside is skipped with a reason that does not reveal its target.
-        Each file is returned once, resolved.
-        """
-        from img_agent.embed.images import is_image_name  # Pillow and numpy: not needed at server start
-
-        files: list[Path] = []
-        seen: set[Path] = set()
-        skipped: list[SkippedItem] = []
-        walked: set[Path] = set()
-
-        def keep(file: Path) -> None:
-            if file not in seen:
-                seen.add(file)
-                files.append(file)
-
-        def walk(folder: Path) -> None:
-            stack = [folder]
-            while stack:
-                current = stack.pop()
-                if current in walked:
-                    continue
-                walked.add(current)
-                try:
-                    entries = sorted(os.scandir(current), key=lambda e: e.name)
-                except OSError as exc:
-                    skipped.append(SkippedItem(path=str(current), reason=f"cannot list folder: {exc.strerror or exc}"))
-                    continue
-                subfolders: list[Path] = []
-                for entry in entries:
-                    path = Path(entry.path)
-                    try:
-                        is_link = entry.is_symlink()
-                        is_dir = entry.is_dir()  # follows links
-                    except OSError as exc:
-                        skipped.append(SkippedItem(path=str(path), reason=exc.strerror or str(exc)))
-                        continue
-                    if is_dir and not recursive:
-                        continue
-                    if not is_dir and not is_image_name(entry.name):
-                        continue
-                    target = path
-                    if is_link:
-                        try:
-                            target = path.resolve(strict=True)
-                        except (OSError, RuntimeError):
-                            skipped.append(SkippedItem(path=str(path), reason="broken symbolic link or link loop"))
-                            continue
-                        if not self.contains(target):
-                            kind = "folder" if is_dir else "file"
-                            skipped.append(
-                                SkippedItem(path=str(path), reason=f"symbolic link to a {kind} outside the {self.describe_roots()}")
-                            )
-                            continue
-                    if is_dir:
-                        subfolders.append(target)
-                    elif target.is_file():
-                        keep(target)
-                    else:
-                        skipped.append(SkippedItem(path=str(path), reason="not a regular file"))
-                stack.extend(reversed(subfolders))  # depth-first, in name order
-
-        for item in inputs:
-            if item.is_dir():
-                walk(item)
-            elif item.is_file():
-                keep(item)
-            else:
-                skipped.append(SkippedItem(path=str(item), reason="not a regular file or folder"))
-        return files, skipped

@@ -1,0 +1,127 @@
+"""What a command handler gets: the parsed flags, settings and LLM built once, the engine opened on demand.
+
+Settings come from flags > environment / ``.env`` > defaults: ``IMG_AGENT_*`` for the store
+(:class:`~img_agent.config.Settings`), ``LLM_*`` overridden by the ``--llm-*`` flags for the model
+(:class:`~img_agent.config.LLMSettings`). The environment is read here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from img_agent.cli import output
+from img_agent.config import LLMSettings, Settings
+from img_agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from img_agent.agent.llm import LLMClient
+    from img_agent.index.engine import Engine
+
+# global flag name -> Settings field, for the options every command shares
+GLOBAL_SETTINGS = ("data_dir", "model", "pretrained", "device")
+
+# --llm-* flag (as argparse stores it) -> LLMSettings field
+LLM_FLAGS = {
+    "llm_base_url": "base_url",
+    "llm_api_key": "api_key",
+    "llm_model": "model",
+    "llm_timeout": "timeout",
+    "llm_retries": "max_retries",
+    "llm_vision": "vision",
+    "prompts_dir": "prompts_dir",
+}
+
+
+def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``--llm-*`` flags, each overriding its ``LLM_*`` variable (read by :func:`llm_settings`)."""
+    group = parser.add_argument_group("LLM (overrides the LLM_* environment variables and .env)")
+    group.add_argument("--llm-base-url", default=None, metavar="URL", help="OpenAI-compatible endpoint (LLM_BASE_URL)")
+    group.add_argument("--llm-api-key", default=None, metavar="KEY",
+                       help="API key (LLM_API_KEY; prefer the environment)")
+    group.add_argument("--llm-model", default=None, metavar="NAME", help="chat model (LLM_MODEL)")
+    group.add_argument("--llm-timeout", default=None, type=float, metavar="SECONDS",
+                       help="seconds per LLM request (LLM_TIMEOUT)")
+    group.add_argument("--llm-retries", default=None, type=int, metavar="N",
+                       help="retries on timeouts, 429, 5xx (LLM_MAX_RETRIES)")
+    group.add_argument("--llm-vision", default=None, choices=["auto", "yes", "no"],
+                       help="send thumbnails to the model (LLM_VISION)")
+    group.add_argument("--prompts-dir", default=None, metavar="DIR",
+                       help="folder of prompt files overriding the bundled ones")
+
+
+def llm_settings(args: argparse.Namespace) -> LLMSettings:
+    """``LLMSettings`` from the environment / ``.env``, overridden by the ``--llm-*`` flags the command has.
+
+    Raises:
+        ConfigError: a flag or ``LLM_*`` value is invalid.
+    """
+    given = {field: getattr(args, flag) for flag, field in LLM_FLAGS.items() if getattr(args, flag, None) is not None}
+    try:
+        return LLMSettings(**given)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"Invalid LLM configuration ({_problems(exc)}). Fix the --llm-* flag or LLM_* variable."
+        ) from None
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
+class CLIContext:
+    """Parsed args, settings built once, the engine opened on demand (closed by :meth:`close`), the LLM client."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.json: bool = bool(getattr(args, "json", False))
+        self._settings: Settings | None = None
+        self._engine: Engine | None = None
+        self._llm: LLMClient | None = None
+        self._llm_built = False
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings from flags > env/.env > defaults; ``overrides`` are further flags of a command.
+
+        Raises:
+            ConfigError: a flag or ``IMG_AGENT_*`` value is invalid.
+        """
+        if self._settings is None or overrides:
+            given = {k: getattr(self.args, k) for k in GLOBAL_SETTINGS if getattr(self.args, k, None) is not None}
+            given.update({k: v for k, v in overrides.items() if v is not None})
+            try:
+                self._settings = Settings(**given)
+            except ValidationError as exc:
+                raise ConfigError(
+                    f"Invalid configuration ({_problems(exc)}). Fix the flag or IMG_AGENT_* variable."
+                ) from None
+        return self._settings
+
+    def engine(self, **overrides: Any) -> Engine:
+        """The engine for the configured data directory (opened once, closed by :meth:`close`)."""
+        from img_agent.index.engine import Engine
+
+        if self._engine is None:
+            self._engine = Engine.open(self.settings(**overrides))
+        return self._engine
+
+    def llm(self) -> LLMClient | None:
+        """The LLM client the ``--llm-*`` flags and ``LLM_*`` environment configure, or ``None`` (built once)."""
+        if not self._llm_built:
+            from img_agent.agent.llm import LLMClient
+
+            self._llm = LLMClient.from_settings(llm_settings(self.args))
+            self._llm_built = True
+        return self._llm
+
+    def emit(self, result: Any, human: Callable[[], None]) -> None:
+        """Print ``result`` as JSON with ``--json``, else call the human renderer."""
+        output.emit(result, human, as_json=self.json)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None

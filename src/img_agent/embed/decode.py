@@ -1,0 +1,240 @@
+"""Decoding image bytes: the untrusted-input side of indexing, after the file is read.
+
+Plain Pillow + numpy (no torch), so it is cheap to import and safe to run in decode threads.
+
+* :func:`decode_image_bytes` turns bytes into an RGB image with a decompression-bomb guard,
+  truncation detection, JPEG draft decoding, EXIF orientation and proper mode conversion.
+* :func:`to_rgb` converts any Pillow mode the way a person would see the image.
+* :func:`make_thumbnail` renders a small JPEG.
+
+Every decoding failure is an :class:`~img_agent.errors.ImageDecodeError` whose message is a
+short, specific human reason ("truncated or corrupt image: ...", "image too large: ...").
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import struct
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from img_agent.errors import ImageDecodeError, InvalidInputError
+
+__all__ = ["decode_image_bytes", "make_thumbnail", "to_rgb"]
+
+logger = logging.getLogger(__name__)
+
+_DRAFT_FORMATS = frozenset({"JPEG", "MPO"})
+"""Formats whose decoder can scale down while decoding (``Image.draft``)."""
+
+# Pillow's format plugins signal malformed input with a zoo of exception types; every one of
+# them means "this is not a usable image" and is turned into an ImageDecodeError naming it.
+_PIL_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    OverflowError,
+)
+
+# EXIF orientations 5..8 rotate by 90 degrees, so the displayed width and height swap.
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+_EXIF_ORIENTATION_TAG = 0x0112
+
+_WHITE = (255, 255, 255, 255)
+
+
+def _silence_pil_bomb_warning() -> None:
+    """Keep Pillow's DecompressionBombWarning off stderr; our own ``max_pixels`` guard decides.
+
+    ``warnings.catch_warnings`` is not thread-safe (it swaps the process-wide filter list), so
+    decode threads cannot scope a filter per call. Instead one narrow filter, matching only
+    this Pillow warning class, is put in place on first use (never at import) and again
+    whenever something (such as a test runner) has reset the filter list.
+    """
+    for action, _message, category, _module, _lineno in warnings.filters:
+        if issubclass(Image.DecompressionBombWarning, category):  # the first filter that may apply
+            if category is Image.DecompressionBombWarning and action == "ignore":
+                return
+            break
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def decode_image_bytes(
+    data: bytes, *, max_pixels: int, draft_size: int | None = None
+) -> tuple[Image.Image, str, int, int]:
+    """Decode image bytes into ``(rgb_image, format, width, height)``.
+
+    * The pixel count from the header is checked against ``max_pixels`` before any pixel is
+      decoded (decompression-bomb guard); Pillow's own bomb error becomes an ImageDecodeError too.
+    * With ``draft_size``, JPEGs decode at a reduced DCT scale whose short side stays
+      ``>= draft_size`` (several times faster for photos), and other formats larger than twice
+      that are box-reduced after decoding by an integer factor keeping the short side
+      ``>= draft_size``. Pass the model's input size.
+    * The image is fully loaded here, so truncated files fail now, not later
+      (``ImageFile.LOAD_TRUNCATED_IMAGES`` is left alone).
+    * EXIF orientation is applied; animated images give their first frame; every mode is
+      converted to RGB properly (see :func:`to_rgb`).
+
+    ``width`` and ``height`` are the full-resolution size after EXIF orientation, whatever
+    draft reduction was used.
+    """
+    if not data:
+        raise ImageDecodeError("zero-byte file")
+    _silence_pil_bomb_warning()
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image (unrecognised format)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"image too large: {exc}") from None
+    except _PIL_DECODE_ERRORS as exc:
+        raise ImageDecodeError(f"truncated or corrupt image: {_describe(exc)}") from None
+
+    try:
+        fmt = img.format or "unknown"
+        full_w, full_h = img.size
+        if full_w <= 0 or full_h <= 0:
+            raise ImageDecodeError(f"truncated or corrupt image: invalid size {full_w}x{full_h}")
+        if full_w * full_h > max_pixels:
+            raise ImageDecodeError(f"image too large: {full_w}x{full_h} pixels exceeds max_image_pixels={max_pixels}")
+        orientation = _exif_orientation(img)
+        if orientation in _SWAPPING_ORIENTATIONS:
+            full_w, full_h = full_h, full_w
+
+        try:
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            if draft_size is not None and fmt in _DRAFT_FORMATS:
+                img.draft("RGB", (draft_size, draft_size))
+            img.load()
+        except Image.DecompressionBombError as exc:
+            raise ImageDecodeError(f"image too large: {exc}") from None
+        except MemoryError:
+            raise ImageDecodeError(f"image too large: out of memory decoding {full_w}x{full_h} pixels") from None
+        except _PIL_DECODE_ERRORS as exc:
+            raise ImageDecodeError(f"truncated or corrupt image: {_describe(exc)}") from None
+
+        if orientation != 1:
+            try:
+                ImageOps.exif_transpose(img, in_place=True)
+            except _PIL_DECODE_ERRORS as exc:
+                # A damaged EXIF block does not make the pixels unusable: keep them unrotated.
+                logger.debug("ignoring unusable EXIF orientation (%s)", _describe(exc))
+                if orientation in _SWAPPING_ORIENTATIONS:
+                    full_w, full_h = full_h, full_w
+
+        if draft_size is not None and fmt not in _DRAFT_FORMATS:
+            factor = min(img.size) // draft_size
+            if factor >= 2:
+                img = img.reduce(factor)
+
+        try:
+            rgb = to_rgb(img)
+        except _PIL_DECODE_ERRORS as exc:
+            raise ImageDecodeError(f"unsupported image: {_describe(exc)}") from None
+        if rgb is img:
+            rgb = img.copy()  # detached from the decoder and its copy of the file bytes
+    finally:
+        img.close()
+    return rgb, fmt, full_w, full_h
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+def _exif_orientation(img: Image.Image) -> int:
+    """EXIF orientation 1..8 (1 when absent or unreadable)."""
+    try:
+        value = img.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+    except _PIL_DECODE_ERRORS:
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _high_bit_depth_to_l(img: Image.Image) -> Image.Image:
+    """Scale a single-channel I;16*/I/F image to 8-bit ``L``.
+
+    16-bit data maps ``v -> round(v / 257)`` (full range to full range). 32-bit integer data
+    already in 0..255 or 0..65535 is treated as 8- or 16-bit; float data in 0..1 is scaled by
+    255. Anything else is min-max stretched. NaN and infinities count as 0.
+    """
+    arr = np.asarray(img)
+    if arr.ndim != 2:
+        arr = arr.reshape(img.size[1], img.size[0])
+    arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+    if img.mode.startswith("I;16"):
+        scaled = arr / 257.0
+    elif lo >= 0.0 and hi <= 255.0 and img.mode != "F":
+        scaled = arr
+    elif lo >= 0.0 and hi <= 1.0 and img.mode == "F":
+        scaled = arr * 255.0
+    elif lo >= 0.0 and hi <= 65535.0 and img.mode != "F":
+        scaled = arr / 257.0
+    elif hi > lo:
+        scaled = (arr - lo) * (255.0 / (hi - lo))
+    else:
+        scaled = np.zeros_like(arr)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+
+
+def _composite_on_white(img: Image.Image) -> Image.Image:
+    if img.mode == "La":  # premultiplied; Pillow converts it only to LA
+        img = img.convert("LA")
+    rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, _WHITE)
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB the way a person would see the image.
+
+    Transparency (alpha channel, or a palette / ``tRNS`` transparent colour) is composited
+    on white; CMYK and YCbCr convert to RGB; 16-bit and float greyscale are scaled to 8 bits
+    (see :func:`_high_bit_depth_to_l`); bilevel and greyscale expand to RGB. An RGB image is
+    returned as is.
+
+    Raises:
+        ValueError: for a mode Pillow cannot convert to RGB.
+    """
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    has_alpha = "A" in mode or "a" in mode
+    if has_alpha or "transparency" in image.info:
+        if mode.startswith(("I", "F")):  # rare: high-bit-depth with tRNS; drop the mask
+            return _high_bit_depth_to_l(image).convert("RGB")
+        return _composite_on_white(image)
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return _high_bit_depth_to_l(image).convert("RGB")
+    return image.convert("RGB")
+
+
+def make_thumbnail(image: Image.Image, max_side: int = 256, quality: int = 80) -> bytes:
+    """A JPEG thumbnail of ``image``, longest side at most ``max_side``, aspect ratio kept.
+
+    Raises:
+        InvalidInputError: ``max_side`` < 1 or ``quality`` outside 1..95.
+    """
+    if max_side < 1:
+        raise InvalidInputError(f"max_side must be at least 1, got {max_side}")
+    if not 1 <= quality <= 95:
+        raise InvalidInputError(f"quality must be between 1 and 95, got {quality}")
+    thumb = to_rgb(image)
+    if thumb is image:
+        thumb = image.copy()
+    thumb.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    thumb.save(out, format="JPEG", quality=quality)
+    return out.getvalue()

@@ -1,0 +1,266 @@
+"""What goes into and out of the store: new / unchanged / duplicate decisions, commits, reports.
+
+Adding files flows one way::
+
+    walk (each file once) -> unchanged by path, size and mtime? -> read + hash ahead ->
+    known content? (decided here, against the catalog) -> decode ahead -> batched forward -> commit
+
+A file whose bytes are already indexed at the same path (only its mtime changed) is touched and
+counted unchanged; the same bytes at another path, or twice in one call, are skipped as a
+duplicate. Each encoded batch is committed on its own, durably: vectors appended and fsynced,
+then the catalog rows committed (the acknowledgement), then a new view published.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from img_agent.errors import InvalidInputError, NotFoundError
+from img_agent.index.catalog import NewImage
+from img_agent.index.maintenance import Maintenance
+from img_agent.index.search import normalise
+from img_agent.index.state import State
+from img_agent.results import AddReport, FileFacts, ProgressCallback, RemoveReport, SkippedItem
+
+if TYPE_CHECKING:
+    from img_agent.embed.encoder import ClipEncoder
+    from img_agent.embed.images import Confinement, RawFile
+
+
+@dataclass(frozen=True, slots=True)
+class Unchanged:
+    """Content already indexed at this very path: only the file's mtime changed."""
+
+    image_id: int
+    mtime: float
+
+
+@dataclass
+class Scan:
+    """The outcome of walking the inputs of an add: files to read, and what is already decided."""
+
+    paths: list[Path]
+    todo: list[Path] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    report: AddReport = field(default_factory=AddReport)
+
+
+class Ingest:
+    """Adds and removes over ``state``; auto-merges through ``maintenance``."""
+
+    def __init__(self, state: State, maintenance: Maintenance) -> None:
+        self._state = state
+        self._maintenance = maintenance
+
+    # -- adding files -------------------------------------------------------------------------
+    def scan(self, paths: Iterable[str | Path], *, recursive: bool, confine: Confinement | None) -> Scan:
+        """Walk ``paths``: files unchanged since they were indexed (same size and mtime) are counted, the rest is to do.
+
+        The given folders are remembered as :meth:`indexed_roots`, unless ``confine`` is given.
+        """
+        from img_agent.embed.images import iter_image_files
+
+        catalog = self._state.catalog
+        scan = Scan(paths=[Path(p).expanduser() for p in paths])
+        report = scan.report
+        for item in iter_image_files(scan.paths, recursive=recursive, confine=confine):
+            if isinstance(item, SkippedItem):
+                report.skipped.append(item)
+                continue
+            scan.seen.add(str(item))
+            known = catalog.live_by_path(str(item))
+            if known is not None:
+                try:
+                    st = item.stat()
+                except OSError as exc:
+                    report.skipped.append(SkippedItem(path=str(item), reason=f"cannot read file: {exc.strerror or exc}"))
+                    continue
+                if known.size == st.st_size and known.mtime == st.st_mtime:
+                    report.unchanged += 1
+                    continue
+            scan.todo.append(item)
+        if confine is None:
+            self._remember_roots(scan.paths)
+        return scan
+
+    def add(
+        self,
+        scan: Scan,
+        encoder: ClipEncoder,
+        *,
+        remove_missing: bool = False,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> AddReport:
+        """Read, sort out, encode and commit the files of ``scan``; the finished report.
+
+        With ``remove_missing``, images indexed under the given folders whose files are gone are removed.
+        """
+        from img_agent.embed.pipeline import Encoded, Pipeline
+
+        settings = self._state.settings
+        report = scan.report
+        pipeline = Pipeline(encoder, max_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels,
+                            batch_size=settings.batch_size, workers=settings.workers)
+        with pipeline:
+            fresh = self._sort_out(pipeline.read(scan.todo))
+            for out in pipeline.encode(fresh, total=len(scan.todo), progress=progress, cancel=cancel):
+                if isinstance(out, Encoded):
+                    ids, replaced = self._commit_files(out.files, out.vectors)
+                    report.added += ids
+                    report.added_paths += [f.path for f in out.files]
+                    report.replaced += replaced
+                    if self._maintenance.maybe_auto_merge():
+                        report.merged = True
+                elif isinstance(out, Unchanged):
+                    self._state.catalog.touch(out.image_id, out.mtime)
+                    report.unchanged += 1
+                else:
+                    report.skipped.append(out)
+        report.cancelled = bool(cancel is not None and cancel.is_set())
+        if remove_missing and not report.cancelled:
+            report.removed_missing = self._remove_missing([p for p in scan.paths if p.is_dir()], scan.seen)
+        return report
+
+    def _sort_out(self, reads: Iterable[RawFile | SkippedItem]) -> Iterator[RawFile | Unchanged | SkippedItem]:
+        """Each read file as it is (new content), :class:`Unchanged`, or a duplicate skip; skips pass."""
+        catalog = self._state.catalog
+        first_with: dict[str, str] = {}  # sha256 -> path of the first new file with that content here
+        for item in reads:
+            if isinstance(item, SkippedItem):
+                yield item
+                continue
+            facts = item.facts
+            row = catalog.live_by_sha(facts.sha256)
+            if row is not None and row.path == facts.path:
+                yield Unchanged(row.id, facts.mtime)
+            elif row is not None:
+                yield SkippedItem(path=facts.path, reason=f"duplicate of id {row.id} ({row.path})")
+            elif facts.sha256 in first_with:
+                first = first_with[facts.sha256]
+                yield SkippedItem(path=facts.path, reason=f"duplicate of {first} (same content in this batch)")
+            else:
+                first_with[facts.sha256] = facts.path
+                yield item
+
+    def _commit_files(self, files: list[FileFacts], vecs: np.ndarray) -> tuple[list[int], list[int]]:
+        with self._state.write_lock:
+            replaced = list(self._state.catalog.ids_for_paths([f.path for f in files]).values())
+            return self._append(vecs, [NewImage(f) for f in files], replaced), replaced
+
+    def _remember_roots(self, paths: list[Path]) -> None:
+        roots = set(self.indexed_roots())
+        new = {str(p.resolve()) for p in paths if p.is_dir()} - roots
+        if new:
+            self._state.catalog.set_meta(indexed_roots=json.dumps(sorted(roots | new)))
+
+    def indexed_roots(self) -> list[str]:
+        """Folders that were ever given to an unconfined add (the default allowed roots of the tools)."""
+        return json.loads(self._state.catalog.meta().get("indexed_roots", "[]"))
+
+    def _remove_missing(self, folders: list[Path], seen: set[str]) -> list[int]:
+        gone = []
+        for folder in folders:
+            for image_id, path in self._state.catalog.live_paths_under(str(folder.resolve())):
+                if path not in seen and not os.path.exists(path):
+                    gone.append(image_id)
+        return self.remove(ids=gone).removed if gone else []
+
+    # -- adding vectors -----------------------------------------------------------------------
+    def add_vectors(
+        self, vectors: np.ndarray, paths: Sequence[str], *, dim: int | None, metadata: Sequence[dict] | None = None
+    ) -> list[int]:
+        """Add precomputed embeddings with their paths; see :meth:`Engine.add_vectors`."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(paths):
+            raise InvalidInputError(
+                f"vectors must be a 2-d array with one row per path; got shape {vectors.shape} for {len(paths)} paths."
+            )
+        if dim is not None and vectors.shape[1] != dim:
+            raise InvalidInputError(f"vectors are {vectors.shape[1]}-d but this store holds {dim}-d embeddings.")
+        if metadata is not None and len(metadata) != len(paths):
+            raise InvalidInputError("metadata must have one entry per path.")
+        if not len(vectors):
+            return []
+        vectors = normalise(vectors, "vectors")
+        rows = []
+        for i, path in enumerate(paths):
+            m = dict(metadata[i]) if metadata is not None else {}
+            facts = FileFacts(
+                path=str(path), size=int(m.get("size", 0)), mtime=float(m.get("mtime", 0.0)),
+                sha256=str(m.get("sha256", "")), width=int(m.get("width", 0)), height=int(m.get("height", 0)),
+                format=str(m.get("format", "")),
+            )
+            rows.append(NewImage(facts, m.get("description"), tuple(m.get("tags", ()))))
+        if len({r.file.path for r in rows}) != len(rows):
+            raise InvalidInputError("paths must be unique within one add_vectors call.")
+        state = self._state
+        with state.write_lock:
+            found = state.catalog.ids_for_paths([r.file.path for r in rows]) if state.catalog.next_id() else {}
+            ids = self._append(vectors, rows, list(found.values()))
+        self._maintenance.maybe_auto_merge()
+        return ids
+
+    def _append(self, vecs: np.ndarray, rows: list[NewImage], replaced: list[int]) -> list[int]:
+        """Append + commit + publish; the caller holds the write lock."""
+        state = self._state
+        start = state.vectors.append(vecs)
+        if state.catalog.meta().get("dim") is None:
+            state.catalog.set_meta(dim=state.vectors.dim)
+        ids = np.arange(start, start + len(rows), dtype=np.int64)
+        try:
+            state.catalog.insert(ids.tolist(), rows, replaced=replaced)
+        except BaseException:
+            state.vectors.rollback(start)
+            raise
+        view = state.view
+        live = np.zeros(start + len(rows), dtype=bool)
+        live[: len(view.live)] = view.live
+        live[ids] = True
+        if replaced:
+            live[np.asarray(replaced, dtype=np.int64)] = False
+        state.view = view.with_live(live, ids, np.asarray(vecs, dtype=np.float32))
+        return ids.tolist()
+
+    # -- removing -----------------------------------------------------------------------------
+    def remove(self, ids: Sequence[int] = (), paths: Sequence[str | Path] = ()) -> RemoveReport:
+        """Remove images by id or path (a folder path removes everything indexed under it); see :meth:`Engine.remove`."""
+        catalog = self._state.catalog
+        report = RemoveReport()
+        by_id: set[int] = set()
+        for raw in ids:
+            if isinstance(raw, bool) or not isinstance(raw, (int, np.integer)):
+                raise InvalidInputError(f"Image ids are integers; got {raw!r}.")
+            by_id.add(int(raw))
+        wanted = set(by_id)
+        for raw in paths:
+            path = str(Path(raw).expanduser().resolve())
+            row = catalog.live_by_path(path)
+            under = [row.id] if row is not None else [i for i, _ in catalog.live_paths_under(path)]
+            if under:
+                wanted.update(under)
+            else:
+                report.not_found.append(str(raw))
+        with self._state.write_lock:
+            removed = catalog.mark_deleted(sorted(wanted))
+            if removed:
+                view = self._state.view
+                live = view.live.copy()
+                live[np.asarray(removed, dtype=np.int64)] = False
+                self._state.view = view.with_live(live)
+        report.removed = removed
+        report.not_found = [str(i) for i in sorted(by_id - set(removed))] + report.not_found
+        if not removed and (ids or paths):
+            raise NotFoundError(
+                f"No live image matched {', '.join(report.not_found)}. Use ids from search results or "
+                "'img-agent status', or indexed file paths."
+            )
+        return report

@@ -1,0 +1,398 @@
+"""The tools img-agent offers to language models: :class:`ImageTools`, its limits and result models.
+
+Each tool is a method of :class:`ImageTools` marked with :func:`~img_agent.tools.spec.tool`; its
+:class:`~img_agent.tools.spec.ToolSpec` (:data:`TOOL_SPECS`) is derived from that one definition.
+:mod:`img_agent.tools.mcp_server` and :mod:`img_agent.tools.openai_tools` are thin adapters over
+these specs; neither writes a schema, a default or an error text of its own.
+
+Importing this module is cheap: no torch, no faiss, no openai (the agent layer is imported on
+first use), so an MCP server answers ``initialize`` at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import BaseModel, Field
+
+from img_agent.config import MAX_TOPK
+from img_agent.errors import ImageDecodeError, InvalidInputError
+from img_agent.results import (
+    AddReport,
+    IndexStatus,
+    MaintenanceReport,
+    ProgressCallback,
+    RemoveReport,
+    SearchFilter,
+    SearchHit,
+    SkippedItem,
+)
+from img_agent.tools.sandbox import MAX_INLINE_IMAGE_BYTES, MAX_INLINE_IMAGE_CHARS, Sandbox
+from img_agent.tools.spec import INJECTED, ToolSpec, UnknownToolError, specs_of, tool
+
+if TYPE_CHECKING:
+    from img_agent.agent.llm import LLMClient
+    from img_agent.index.engine import Engine
+
+# ---------------------------------------------------------------------------------- limits
+
+MAX_QUERY_CHARS = 1000
+"""Longest text query or question; CLIP reads about 77 tokens anyway."""
+MAX_PATHS_PER_CALL = 1000
+"""Most files/folders one add_images call may name (folders can hold any number of images)."""
+MAX_IDS_PER_CALL = 10_000
+"""Most ids or paths one remove_images call may name."""
+MAX_ANSWER_K = 50
+"""Most images ask_about_images retrieves: each becomes a line, or a thumbnail, in the LLM prompt."""
+MAX_INDEX_STRING_CHARS = 200
+
+EMPTY_INDEX_MESSAGE = (
+    "The index is empty: no images have been added yet. Call add_images with image files or folders "
+    "(under the allowed folders; index_status shows the collection) and search again."
+)
+
+# ---------------------------------------------------------------------------------- results
+
+
+class ToolHit(SearchHit):
+    """One image found: catalog record, 1-based rank and cosine score."""
+
+    matched_queries: list[str] | None = Field(
+        None, description="With expand: the query variants whose results contained this image."
+    )
+
+
+class SearchResult(BaseModel):
+    """Images found for one query, best first."""
+
+    query: str = Field(description="What was searched: the text query, or a description of the query image.")
+    hits: list[ToolHit] = Field(description="Matching images, best first.")
+    queries: list[str] = Field(
+        default_factory=list, description="Text queries searched: the query first, then any LLM-written variants."
+    )
+    notes: list[str] = Field(default_factory=list, description="Things worth knowing about this result.")
+
+
+class AnswerSource(SearchHit):
+    """An image retrieved for a question; ``rank`` is the [n] label the answer cites."""
+
+    cited: bool = Field(description="Whether the answer cites this image.")
+
+
+class AnswerResult(BaseModel):
+    """An answer to a question about the images, with the images it rests on."""
+
+    question: str
+    answer: str | None = Field(description="The LLM's answer citing images as [n], or null when no LLM answered.")
+    llm_used: bool = Field(description="Whether an LLM produced the answer or query variants.")
+    sources: list[AnswerSource] = Field(description="Images retrieved for the question, best first.")
+    searched_queries: list[str] = Field(description="Queries searched: the question first, then its variants.")
+    notes: list[str] = Field(default_factory=list, description="What was skipped or failed, and why.")
+
+
+# ---------------------------------------------------------------------------------- shared parameter types
+
+TopK = Annotated[
+    int | None,
+    Field(ge=1, le=MAX_TOPK, description=f"How many images to return (1-{MAX_TOPK}); null = the server's default (usually 20)."),
+]
+PathPrefix = Annotated[
+    str | None,
+    Field(max_length=4096, description="Only return images whose absolute path starts with this, e.g. '/photos/2023/'. "
+          "null = no filter."),
+]
+PathGlob = Annotated[
+    str | None,
+    Field(max_length=4096, description="Only return images whose absolute path matches this glob ('*' also spans '/'), "
+          "e.g. '*/holidays/*.jpg'. null = no filter."),
+]
+
+
+def default_sandbox(engine: Engine, roots: Sequence[Path] | None = None) -> Sandbox:
+    """The sandbox for ``engine``: ``roots`` if given, else the configured image folders
+    (``Settings.image_roots``) plus every folder ever indexed into this store."""
+    settings = engine.settings
+    if roots is None:
+        roots = [*settings.image_roots, *(Path(p) for p in engine.indexed_roots())]
+    return Sandbox(roots, max_file_bytes=settings.max_file_bytes)
+
+
+# ---------------------------------------------------------------------------------- the tools
+
+
+class ImageTools:
+    """The tool implementations, over one engine. Thread-safe: the engine is, nothing here mutates.
+
+    Args:
+        engine: the index.
+        sandbox: the folders the tools may read files from; default :func:`default_sandbox`.
+        llm: the configured LLM, or ``None`` (LLM features then say that none is configured).
+    """
+
+    def __init__(self, engine: Engine, sandbox: Sandbox | None = None, *, llm: LLMClient | None = None) -> None:
+        self.engine = engine
+        self.sandbox = sandbox if sandbox is not None else default_sandbox(engine)
+        self.llm = llm
+
+    # -- searching -----------------------------------------------------------------------------
+
+    @tool(title="Search images by text", read_only=True, destructive=False, idempotent=True, uses_llm=True, shows_images=True)
+    def search_by_text(
+        self,
+        query: Annotated[str, Field(
+            min_length=1, max_length=MAX_QUERY_CHARS,
+            description="What the images should show, in plain words, e.g. 'a red bicycle leaning on a wall'. "
+            "English works best.",
+        )],
+        k: TopK = None,
+        path_prefix: PathPrefix = None,
+        path_glob: PathGlob = None,
+        expand: Annotated[bool, Field(
+            description="Also search a few LLM-written rewrites of the query and fuse the results (finds more "
+            "for vague or non-English queries; needs a configured LLM, otherwise a plain search with a note)."
+        )] = False,
+    ) -> SearchResult:
+        """Find indexed images that match a text description (CLIP), best first.
+
+        Each hit has the image id, its absolute path, a cosine similarity score (higher is better; scores
+        are comparable across searches) and catalog metadata (size, format, tags). Use the ids with
+        search_by_image (image_id) to find similar images, or with remove_images.
+        """
+        query = " ".join(query.split())
+        if not query:
+            raise InvalidInputError("The query is empty; describe what the images should show.")
+        flt = SearchFilter.of(path_prefix, path_glob)
+        if expand:
+            from img_agent.agent.rag import rag_search  # imports the openai client: not at server start
+
+            k_eff = k if k is not None else self.engine.settings.topk
+            rag = rag_search(self.engine, self.llm, query, k_eff, expand=True, explain=False, filter=flt)
+            result = SearchResult(query=query, hits=_tool_hits(rag.results), queries=rag.expanded_queries, notes=list(rag.notes))
+        else:
+            found = self.engine.search_text(query, k=k, filter=flt)
+            result = SearchResult(query=query, hits=_tool_hits(found), queries=[query])
+        return self._checked(result, flt)
+
+    @tool(title="Search images by example image", read_only=True, destructive=False, idempotent=True, shows_images=True)
+    def search_by_image(
+        self,
+        *,
+        path: Annotated[str | None, Field(
+            max_length=4096,
+            description="An image file on the server's machine, inside the allowed folders (absolute, or "
+            "relative to an allowed folder).",
+        )] = None,
+        image_base64: Annotated[str | None, Field(
+            max_length=MAX_INLINE_IMAGE_CHARS,
+            description=f"The image itself, base64-encoded JPEG/PNG/WebP (a data: URL is accepted), at most "
+            f"{MAX_INLINE_IMAGE_BYTES // (1024 * 1024)} MiB decoded.",
+        )] = None,
+        image_id: Annotated[int | None, Field(
+            ge=0, description="The id of an indexed image (from earlier results): find images like it, excluding itself."
+        )] = None,
+        k: TopK = None,
+        path_prefix: PathPrefix = None,
+        path_glob: PathGlob = None,
+    ) -> SearchResult:
+        """Find indexed images that look like an example image (CLIP), best first.
+
+        Give exactly one of path, image_base64 or image_id. Hits carry id, path, cosine score and catalog
+        metadata, as in search_by_text.
+        """
+        given = [name for name, value in (("path", path), ("image_base64", image_base64), ("image_id", image_id)) if value is not None]
+        if len(given) != 1:
+            detail = "none was given" if not given else f"got {', '.join(given)}"
+            raise InvalidInputError(f"Give exactly one of path, image_base64 or image_id ({detail}).")
+        flt = SearchFilter.of(path_prefix, path_glob)
+        if path is not None:
+            resolved, data = self.sandbox.read_file(path)
+            query = f"image file {resolved}"
+            hits = self._search_image(data, k, flt, what=repr(path))
+        elif image_base64 is not None:
+            data = self.sandbox.decode_base64(image_base64)
+            query = f"inline image ({len(data):,} bytes)"
+            hits = self._search_image(data, k, flt, what="image_base64")
+        else:
+            assert image_id is not None  # narrowed by the count above
+            hits = self.engine.search_similar(image_id, k=k, filter=flt)
+            query = f"image id {image_id}"
+        return self._checked(SearchResult(query=query, hits=_tool_hits(hits)), flt)
+
+    @tool(title="Answer a question about the images", read_only=True, destructive=False, idempotent=True, uses_llm=True, shows_images=True)
+    def ask_about_images(
+        self,
+        question: Annotated[str, Field(
+            min_length=1, max_length=MAX_QUERY_CHARS,
+            description="A question the images can answer, e.g. 'Which photos show snow?' or "
+            "'What colour is the car in the garage pictures?'.",
+        )],
+        k: Annotated[int | None, Field(
+            ge=1, le=MAX_ANSWER_K, description=f"How many relevant images to retrieve and consider (1-{MAX_ANSWER_K}); null = a few."
+        )] = None,
+        path_prefix: PathPrefix = None,
+        path_glob: PathGlob = None,
+    ) -> AnswerResult:
+        """Answer a question from the most relevant indexed images.
+
+        Retrieves the images that best match the question, then has the configured LLM answer from them,
+        citing images as [n] (n = the source's rank). Without a configured LLM, answer is null and the
+        retrieved images are returned so you can answer yourself.
+        """
+        from img_agent.agent.qa import DEFAULT_QA_K, answer_question  # imports the openai client: not at start
+
+        flt = SearchFilter.of(path_prefix, path_glob)
+        qa = answer_question(self.engine, self.llm, question, k if k is not None else DEFAULT_QA_K, filter=flt)
+        if not qa.sources:
+            self._raise_if_empty()
+        records = {record.id: record for record in self.engine.get([source.id for source in qa.sources])}
+        sources = [
+            AnswerSource(**records[s.id].model_dump(), rank=s.label, score=s.score, cited=s.cited) for s in qa.sources
+        ]
+        return AnswerResult(
+            question=qa.question, answer=qa.answer, llm_used=qa.llm_used, sources=sources,
+            searched_queries=qa.searched_queries, notes=list(qa.notes),
+        )
+
+    # -- changing the collection ----------------------------------------------------------------
+
+    @tool(title="Add images to the index", read_only=False, destructive=False, idempotent=True)
+    def add_images(
+        self,
+        paths: Annotated[list[Annotated[str, Field(max_length=4096)]], Field(
+            min_length=1, max_length=MAX_PATHS_PER_CALL,
+            description="Image files and/or folders inside the allowed folders (absolute, or relative to an "
+            "allowed folder). Folders are searched for .jpg .jpeg .png .gif .bmp .tif .tiff .webp files.",
+        )],
+        recursive: Annotated[bool, Field(description="Also add images in subfolders of the given folders.")] = True,
+        progress: Annotated[ProgressCallback | None, INJECTED] = None,
+        cancel: Annotated[threading.Event | None, INJECTED] = None,
+    ) -> AddReport:
+        """Index image files and folders so they become searchable.
+
+        New and changed files are encoded (this takes a while for thousands of images; progress is
+        reported); files already indexed with the same content are counted as unchanged. Files that cannot
+        be used (unreadable, not an image, outside the allowed folders) are skipped with a reason, and the
+        rest go through. Every image listed as added is searchable, also when the call is cancelled.
+        """
+        inputs = []
+        skipped: list[SkippedItem] = []
+        refusals: list[InvalidInputError] = []
+        for raw in paths:
+            try:
+                inputs.append(self.sandbox.resolve(raw))
+            except InvalidInputError as exc:  # not found, outside the roots, a URL
+                refusals.append(exc)
+                skipped.append(SkippedItem(path=raw, reason=str(exc)))
+        if not inputs:
+            if len(refusals) == 1:
+                raise refusals[0]
+            raise InvalidInputError("None of the paths can be added: " + " ".join(str(exc) for exc in refusals))
+        report = self.engine.add_paths(inputs, recursive=recursive, progress=progress, cancel=cancel, confine=self.sandbox)
+        return report.model_copy(update={"skipped": skipped + report.skipped})
+
+    @tool(title="Remove images from the index", read_only=False, destructive=True, idempotent=True)
+    def remove_images(
+        self,
+        ids: Annotated[list[int] | None, Field(
+            max_length=MAX_IDS_PER_CALL, description="Ids of images to remove (from search results)."
+        )] = None,
+        paths: Annotated[list[Annotated[str, Field(max_length=4096)]] | None, Field(
+            max_length=MAX_IDS_PER_CALL,
+            description="Indexed file paths to remove; a folder path removes every image indexed under it.",
+        )] = None,
+    ) -> RemoveReport:
+        """Remove images from the index (the files themselves are never touched).
+
+        Removed images disappear from the next search at once; their space is reclaimed by rebuild_index.
+        Give ids, paths, or both.
+        """
+        if not ids and not paths:
+            raise InvalidInputError("Give the ids and/or paths of the images to remove.")
+        return self.engine.remove(ids=ids or (), paths=paths or ())
+
+    # -- maintenance ---------------------------------------------------------------------------
+
+    @tool(title="Merge recently added images into the main index", read_only=False, destructive=False, idempotent=True)
+    def merge_buffer(
+        self,
+        progress: Annotated[ProgressCallback | None, INJECTED] = None,
+    ) -> MaintenanceReport:
+        """Move recently added images from the exact buffer into the main index, without retraining.
+
+        Searches see every image either way; merging keeps searches fast once many images were added.
+        index_status says when a merge is advised. Quick; does nothing when the buffer is empty.
+        """
+        return self.engine.merge(progress=progress)
+
+    @tool(title="Rebuild the index", read_only=False, destructive=False, idempotent=True)
+    def rebuild_index(
+        self,
+        index_string: Annotated[str | None, Field(
+            max_length=MAX_INDEX_STRING_CHARS,
+            description="Faiss index type to build, e.g. 'Flat', 'IVF1024,SQ8' or 'IVF4096,PQ32x8'; "
+            "null = the configured choice ('auto' picks by collection size).",
+        )] = None,
+        progress: Annotated[ProgressCallback | None, INJECTED] = None,
+    ) -> MaintenanceReport:
+        """Retrain and rebuild the main index from the stored vectors of all live images.
+
+        Drops removed images for good and re-fits the index to the collection's size. Searches keep working
+        meanwhile. Takes seconds to minutes for large collections; index_status says when it is advised.
+        """
+        return self.engine.rebuild(progress=progress, index_string=index_string or None)
+
+    @tool(title="Show index status", read_only=True, destructive=False, idempotent=True)
+    def index_status(self) -> IndexStatus:
+        """How many images are indexed and searchable, how the index is built, the CLIP model in use, and
+        advice (hints) on whether a merge or rebuild is due."""
+        return self.engine.status()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _search_image(self, data: bytes, k: int | None, flt: SearchFilter | None, *, what: str) -> list[SearchHit]:
+        try:
+            return self.engine.search_image(data, k=k, filter=flt)
+        except ImageDecodeError as exc:
+            reason = str(exc).rstrip(". ")
+            raise ImageDecodeError(f"{what} cannot be used as a query image ({reason}). Give a JPEG, PNG or WebP image.") from exc
+
+    def _checked(self, result: SearchResult, flt: SearchFilter | None) -> SearchResult:
+        """An empty result on an empty index is an error the model can act on; a filter that matched
+        nothing gets a note."""
+        if not result.hits:
+            self._raise_if_empty()
+            if flt is not None:
+                result.notes.append("No indexed image matches path_prefix/path_glob; loosen or drop the filter.")
+        return result
+
+    def _raise_if_empty(self) -> None:
+        if self.engine.status().live == 0:
+            raise InvalidInputError(EMPTY_INDEX_MESSAGE)
+
+
+def _tool_hits(hits: Sequence[SearchHit]) -> list[ToolHit]:
+    return [ToolHit.model_validate(hit.model_dump()) for hit in hits]
+
+
+# ---------------------------------------------------------------------------------- specs
+
+TOOL_SPECS: tuple[ToolSpec, ...] = specs_of(ImageTools)
+"""Every tool, in definition order (the order tools are listed in)."""
+
+TOOL_NAMES: tuple[str, ...] = tuple(spec.name for spec in TOOL_SPECS)
+_BY_NAME: dict[str, ToolSpec] = {spec.name: spec for spec in TOOL_SPECS}
+
+
+def get_spec(name: str) -> ToolSpec:
+    """The spec of tool ``name``.
+
+    Raises:
+        UnknownToolError: naming the tools that exist.
+    """
+    spec = _BY_NAME.get(name)
+    if spec is None:
+        raise UnknownToolError(f"Unknown tool {name!r}. Available tools: {', '.join(TOOL_NAMES)}.")
+    return spec
