@@ -170,7 +170,7 @@ async def test_calls_wait_for_an_engine_still_opening(indexed_tools: ImageTools)
 
 def test_importing_the_server_loads_no_heavy_modules() -> None:
     code = (
-        "import sys, img_agent.tools.mcp_server, img_agent.cli.tools, img_agent.tools; "
+        "import sys, img_agent.tools.mcp_server, img_agent.cli.main, img_agent.tools; img_agent.cli.main.build_parser(); "
         "heavy = [m for m in ('torch', 'open_clip', 'faiss', 'openai', 'numpy') if m in sys.modules]; "
         "print(','.join(heavy))"
     )
