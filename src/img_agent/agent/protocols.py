@@ -6,11 +6,12 @@ import the index package's heavy dependencies.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from img_agent.results import SearchFilter, SearchHit
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @runtime_checkable

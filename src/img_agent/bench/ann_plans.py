@@ -19,12 +19,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from img_agent.bench.kinds import FAMILIES
 from img_agent.index.faiss_plan import nlist_for, plan_for
 
 if TYPE_CHECKING:
     from img_agent.bench.data import Dataset
 
-FAMILIES: tuple[str, ...] = ("Flat", "LSH", "PQ", "IVF", "HNSW")
 
 
 # --------------------------------------------------------------------------------------------

@@ -42,10 +42,10 @@ from typing import Literal
 
 import numpy as np
 
+from img_agent.bench.kinds import DATA_KINDS, QUERY_KINDS
+
 DataKind = Literal["clip", "clustered", "smooth"]
 QueryKind = Literal["image", "text"]
-DATA_KINDS: tuple[str, ...] = ("clip", "clustered", "smooth")
-QUERY_KINDS: tuple[str, ...] = ("image", "text")
 
 _CHUNK = 16384  # rows per independently seeded chunk (keeps prefixes stable across n)
 _QUERY_STREAM = 1_000_003  # seed offset of the query stream, disjoint from the database stream

@@ -84,7 +84,7 @@ def _add_common(p: argparse.ArgumentParser, *, sizes: bool = True) -> None:
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
-    from img_agent.bench.synthetic import DATA_KINDS, QUERY_KINDS
+    from img_agent.bench.kinds import DATA_KINDS, QUERY_KINDS
 
     g = p.add_argument_group("data")
     g.add_argument("--data", type=Path, default=None, metavar="FILE",
@@ -108,7 +108,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     ``common`` is the parser of the global options; its ``--model`` is the model of ``bench
     ingest`` / ``bench e2e``.
     """
-    from img_agent.bench.ann_plans import FAMILIES
+    from img_agent.bench.kinds import FAMILIES
 
     def add(sub, name: str, **kw) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[common], **kw)
