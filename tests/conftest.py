@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ def _hermetic_env(tmp_path, monkeypatch):
         if key.startswith(("IMG_AGENT_", "LLM_")):
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("IMG_AGENT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("IMG_AGENT_CONFIG", str(tmp_path / "no-user-config.env"))
+    monkeypatch.setenv("IMG_AGENT_SERVICE_IDLE_TIMEOUT", "120")  # a service a test leaves behind ends soon
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)  # no stray .env is read
 
@@ -90,3 +94,29 @@ def make_llm(fake_llm: FakeLLMServer) -> Callable[..., LLMClient]:
 def llm(make_llm: Callable[..., LLMClient]) -> LLMClient:
     """A client bound to the fake server."""
     return make_llm()
+
+
+@pytest.fixture(autouse=True)
+def _own_services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test's services get their own socket folder, and are stopped when the test ends."""
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    yield
+    stop_services_under(run)
+
+
+def stop_services_under(run: Path) -> None:
+    """Stop every service listening in ``run`` (a test's own socket folder)."""
+    from img_agent.service.client import wait_for_exit
+    from img_agent.service.transport import request_json
+
+    for sock in run.rglob("*.sock"):
+        pid = None
+        with contextlib.suppress(Exception):
+            _, health = request_json(sock, "GET", "/api/health", timeout=5)
+            pid = int(health["pid"])
+            request_json(sock, "POST", "/api/service/stop", {}, timeout=5)
+        if pid is not None and not wait_for_exit(pid, 15.0):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -1,7 +1,10 @@
-"""Configuration: command-line flags > environment (``IMG_AGENT_*``, ``LLM_*``, ``.env``) > defaults.
+"""Configuration: command-line flags > environment (``IMG_AGENT_*``, ``LLM_*``) > files > defaults.
 
-Entry points (CLI, MCP server) build a :class:`Settings` once, passing the flags the user
-gave as keyword arguments; library code receives the object and never reads the
+The files, in rising precedence: the user config file (:func:`user_config_file`, dotenv syntax) and
+the file ``--env-file`` / ``IMG_AGENT_ENV_FILE`` names. A ``.env`` in the working directory is
+never read: a server an assistant starts inside some project folder must not pick up that
+project's settings. Entry points (CLI, service) build a :class:`Settings` once, passing the flags
+the user gave as keyword arguments; library code receives the object and never reads the
 environment itself.
 """
 
@@ -13,7 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_TOPK = 20
@@ -21,6 +24,9 @@ MAX_TOPK = 1000
 DEFAULT_MERGE_THRESHOLD = 1000  # buffered vectors that trigger a merge into the main index
 DEFAULT_HTTP_HOST = "127.0.0.1"  # streamable-HTTP MCP binds to loopback unless told otherwise
 DEFAULT_HTTP_PORT = 8765
+DEFAULT_SERVICE_IDLE_TIMEOUT = 30 * 60.0
+ENV_FILE_VARIABLE = "IMG_AGENT_ENV_FILE"
+CONFIG_FILE_VARIABLE = "IMG_AGENT_CONFIG"
 
 
 def default_data_dir() -> Path:
@@ -34,16 +40,49 @@ def default_data_dir() -> Path:
     return base / "img-agent"
 
 
-class Settings(BaseSettings):
+def user_config_file() -> Path:
+    """The per-user settings file (dotenv syntax): ``IMG_AGENT_CONFIG``, else ``config.env`` in the
+    platform's config folder (``$XDG_CONFIG_HOME/img-agent``, ``~/Library/Application Support/img-agent``,
+    ``%APPDATA%/img-agent``)."""
+    if os.environ.get(CONFIG_FILE_VARIABLE):
+        return Path(os.environ[CONFIG_FILE_VARIABLE]).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "img-agent" / "config.env"
+
+
+def env_files() -> tuple[Path, ...]:
+    """The settings files read, lowest precedence first: the user config file, then ``IMG_AGENT_ENV_FILE``."""
+    files = [user_config_file()]
+    if os.environ.get(ENV_FILE_VARIABLE):
+        files.append(Path(os.environ[ENV_FILE_VARIABLE]).expanduser())
+    return tuple(f for f in files if f.is_file())
+
+
+class _FromFiles(BaseSettings):
+    """Settings read from flags, the environment and :func:`env_files` (never a working-directory ``.env``)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        files = DotEnvSettingsSource(settings_cls, env_file=env_files() or None, env_file_encoding="utf-8")
+        return init_settings, env_settings, files
+
+
+class Settings(_FromFiles):
     """Everything the engine and its adapters can be told. Env prefix ``IMG_AGENT_``."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="IMG_AGENT_",
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        validate_default=True,
-    )
+    model_config = SettingsConfigDict(env_prefix="IMG_AGENT_", env_file=None, extra="ignore", validate_default=True)
 
     data_dir: Path = Field(default_factory=default_data_dir, description="Where the catalog, vectors and index live.")
     model: str = Field(DEFAULT_MODEL, description="open_clip model name, or 'tiny-test' (random weights, offline).")
@@ -77,6 +116,10 @@ class Settings(BaseSettings):
         100_000_000, ge=1, description="Images with more pixels are skipped (decompression-bomb guard)."
     )
     max_file_bytes: int = Field(200 * 1024 * 1024, ge=1, description="Image files larger than this are skipped.")
+    service_idle_timeout: float = Field(
+        DEFAULT_SERVICE_IDLE_TIMEOUT, ge=0,
+        description="Seconds the store's service stays up without requests or jobs (0 = until stopped).",
+    )
     image_roots: list[Path] = Field(
         default_factory=list, description="Configured image folders; default allowed roots for tool file access."
     )
@@ -92,12 +135,10 @@ class Settings(BaseSettings):
         return [p.expanduser().resolve() for p in value]
 
 
-class LLMSettings(BaseSettings):
+class LLMSettings(_FromFiles):
     """OpenAI-compatible LLM endpoint. Env prefix ``LLM_`` (``LLM_BASE_URL``, ``LLM_API_KEY``, ``LLM_MODEL`` ...)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="LLM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="LLM_", env_file=None, extra="ignore")
 
     base_url: str | None = Field(None, description="e.g. https://api.openai.com/v1 or a local server.")
     api_key: str | None = Field(None, description="API key; some local servers accept any value.")

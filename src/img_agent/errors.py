@@ -9,12 +9,15 @@ Every message says what happened and what to do about it, so adapters can hand
     ├── StoreError             data directory problems
     │   ├── StoreVersionError      store written by a newer img-agent
     │   ├── StoreCorruptError      files missing or damaged
+    │   ├── StoreInUseError        another process (the store's service) holds the store
     │   └── ModelMismatchError     store was built with another model / dimension
     ├── InvalidInputError      a caller passed something unusable (bad k, bad vector shape)
     │   ├── NotFoundError          unknown image id or path
     │   ├── ImageDecodeError       bytes/file that are not a usable image
     │   └── AccessDeniedError      path outside the allowed roots
     ├── BusyError              a maintenance job is already running
+    │   └── ModelLoadingError      the CLIP model is still loading; retry shortly
+    ├── ServiceError           the store's resident service cannot be started or reached
     └── LLMError               the configured LLM failed (after retries)
         └── LLMNotConfiguredError
 """
@@ -46,6 +49,14 @@ class StoreCorruptError(StoreError):
     """Files of the store are missing or damaged."""
 
 
+class StoreInUseError(StoreError):
+    """Another process holds the store (its service, or a program that opened it directly)."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
 class ModelMismatchError(StoreError):
     """The store holds embeddings of another model or dimension."""
 
@@ -67,7 +78,15 @@ class AccessDeniedError(InvalidInputError):
 
 
 class BusyError(ImgAgentError):
-    """A maintenance job (merge, rebuild) is already running."""
+    """The store is busy (a merge or rebuild runs, the model loads): try again shortly."""
+
+
+class ModelLoadingError(BusyError):
+    """A call needs the CLIP model while it is still loading."""
+
+
+class ServiceError(ImgAgentError):
+    """The store's resident service cannot be started or reached."""
 
 
 class LLMError(ImgAgentError):

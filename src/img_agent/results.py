@@ -93,6 +93,22 @@ class SkippedItem(BaseModel):
     reason: str
 
 
+class JobInfo(BaseModel):
+    """A long job (indexing) that runs on its own and outlives the call that started it."""
+
+    id: str = Field(description="Job id, e.g. 'add-3'; pass it to cancel_job.")
+    kind: str = Field(description="What the job does: 'add'.")
+    description: str = Field(description="What it was asked to do.")
+    state: Literal["running", "done", "failed", "cancelled"]
+    done: int = Field(0, description="Files handled so far.")
+    total: int | None = Field(None, description="Files to handle, once known.")
+    message: str = Field("", description="The latest progress message.")
+    started: float = Field(description="Unix time the job started.")
+    finished: float | None = Field(None, description="Unix time it ended.")
+    failure: str | None = Field(None, description="Why it failed.")
+    result: dict | None = Field(None, description="Its final report, once done or cancelled.")
+
+
 class AddReport(BaseModel):
     """What an add did, per file."""
 
@@ -104,6 +120,10 @@ class AddReport(BaseModel):
     removed_missing: list[int] = Field(default_factory=list, description="Ids removed because their file vanished.")
     merged: bool = Field(False, description="Whether the buffer was merged into the main index afterwards.")
     cancelled: bool = Field(False, description="True when the caller cancelled; everything listed as added is kept.")
+    job: JobInfo | None = Field(
+        None, description="The background job doing the add, when the call returned before it finished: the counts "
+        "above are what it had done then; index_status lists it with its progress and, once done, its report.",
+    )
 
 
 class RemoveReport(BaseModel):
@@ -144,3 +164,6 @@ class IndexStatus(BaseModel):
     last_merge: float | None = Field(None, description="Unix time of the last merge.")
     last_rebuild: float | None = Field(None, description="Unix time of the last rebuild.")
     hints: list[str] = Field(default_factory=list, description="Advice, e.g. that a merge or rebuild is due.")
+    merge_advised: bool = Field(False, description="Whether merge_buffer is due (the buffer reached its threshold).")
+    rebuild_advised: bool = Field(False, description="Whether rebuild_index is due (many removals, or outgrown).")
+    jobs: list[JobInfo] = Field(default_factory=list, description="Indexing jobs, running and recent, with their progress.")

@@ -13,7 +13,6 @@ from PIL import Image
 from img_agent.agent.chat import ChatSession
 from img_agent.agent.qa import answer_question
 from img_agent.agent.rag import rag_search
-from img_agent.cli import agent as agent_cli
 from img_agent.index import engine as engine_module
 from img_agent.testing.fake_llm import request_images
 from img_agent.tools import openai_tools
@@ -67,7 +66,10 @@ def test_answer_question_without_image_support(engine, llm, fake_llm):
 
 
 def test_chat_through_the_real_tools_layer_recovers_from_a_tool_error(engine, llm, fake_llm):
-    tools, dispatch = agent_cli.build_tools(engine, llm)
+    from img_agent.tools.openai_tools import chat_completions_tools, dispatch as dispatch_call
+
+    tools_ = ImageTools(engine, llm=llm)
+    tools, dispatch = chat_completions_tools(), lambda name, arguments: dispatch_call(tools_, name, arguments)
     session = ChatSession(llm, tools, dispatch)
     fake_llm.reply_tool_calls(("search_by_text", '{"query": "red", "k": 0}'))  # k out of range
     fake_llm.reply_tool_calls(("search_by_text", '{"query": "red", "k": 2}'))

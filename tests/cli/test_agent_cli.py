@@ -24,6 +24,7 @@ class FakeContext(CLIContext):
     def __init__(self, args: argparse.Namespace, engine: Any) -> None:
         super().__init__(args)
         self._engine = engine
+        self.no_service = True  # the given engine, in this process
 
     def settings(self) -> Settings:
         return Settings(topk=4)
@@ -102,7 +103,7 @@ def test_search_expand_json_without_llm(capsys):
 @pytest.fixture
 def chat_tools(monkeypatch) -> Dispatcher:
     dispatcher = Dispatcher()
-    monkeypatch.setattr(agent_cli, "build_tools", lambda engine, llm: (TOOLS, dispatcher))
+    monkeypatch.setattr(agent_cli, "build_tools", lambda ctx: (TOOLS, dispatcher))
     return dispatcher
 
 
@@ -166,6 +167,6 @@ def test_default_tools_come_from_the_tools_layer():
         def indexed_roots(self) -> list[str]:
             return []
 
-    schemas, dispatch = agent_cli.build_tools(Engine(), None)
+    schemas, dispatch = agent_cli.build_tools(FakeContext(parser().parse_args(["chat"]), Engine()))
     assert schemas == chat_completions_tools()
     assert "error" in json.loads(dispatch("no_such_tool", "{}"))

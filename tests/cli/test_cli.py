@@ -90,5 +90,5 @@ def test_help_lists_every_command():
 
     lines = build_parser().format_help().splitlines()
     listed = [line.split()[0] for line in lines if line.startswith("    ") and not line.startswith("     ")]
-    assert listed == ["index", "search", "remove", "merge", "rebuild", "status", "serve", "tools", "ask", "chat",
+    assert listed == ["index", "search", "remove", "merge", "rebuild", "status", "service", "serve", "tools", "ask", "chat",
                       "bench"]

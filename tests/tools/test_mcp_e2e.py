@@ -19,7 +19,8 @@ from mcp.types import ImageContent, TextContent
 
 import img_agent
 from img_agent.tools import TOOL_NAMES
-from img_agent.tools.image_tools import EMPTY_INDEX_MESSAGE, AnswerResult, SearchResult
+from img_agent.tools.image_tools import EMPTY_INDEX_MESSAGE
+from img_agent.tools.shapes import AnswerResult, SearchResult
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

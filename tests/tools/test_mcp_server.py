@@ -15,13 +15,16 @@ from pathlib import Path
 import anyio
 import pytest
 from mcp import Client
-from mcp.types import ImageContent, TextContent
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, ImageContent, TextContent
 from PIL import Image
 
 from img_agent.errors import ModelMismatchError
 from img_agent.tools import TOOL_NAMES, ImageTools, dispatch
-from img_agent.tools.image_tools import SearchResult
+from img_agent.tools.shapes import SearchResult
 from img_agent.tools.mcp_server import create_server
+from img_agent.tools.sandbox import Sandbox
+from img_agent.testing import make_images
 
 pytestmark = pytest.mark.anyio
 
@@ -80,7 +83,6 @@ async def test_errors_are_is_error_results_with_the_dispatcher_texts(indexed_too
         ("search_by_image", {"image_id": 4242}),  # unknown id
         ("search_by_image", {"image_base64": base64.b64encode(b"garbage bytes").decode()}),  # undecodable
         ("remove_images", {"ids": [4242]}),
-        ("no_such_tool", {}),
     ]
     async with Client(create_server(indexed_tools, llm_configured=False)) as client:
         for name, arguments in cases:
@@ -92,6 +94,20 @@ async def test_errors_are_is_error_results_with_the_dispatcher_texts(indexed_too
             # (MCP adds the thumbnail options)
             assert strip_parameters(message) == strip_parameters(openai_message)
             assert not message.startswith("Error executing tool")
+
+
+async def test_an_unknown_tool_is_a_protocol_error_naming_the_tools(indexed_tools: ImageTools) -> None:
+    async with Client(create_server(indexed_tools, llm_configured=False)) as client:
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("no_such_tool", {})
+    assert caught.value.code == INVALID_PARAMS
+    assert "Unknown tool 'no_such_tool'" in caught.value.message and "search_by_text" in caught.value.message
+
+
+async def test_input_schemas_refuse_other_keys(indexed_tools: ImageTools) -> None:
+    async with Client(create_server(indexed_tools, llm_configured=False)) as client:
+        listed = await client.list_tools()
+    assert all(tool.input_schema["additionalProperties"] is False for tool in listed.tools)
 
 
 async def test_thumbnails_are_checked_on_the_mcp_surface(indexed_tools: ImageTools) -> None:
@@ -117,7 +133,9 @@ async def test_add_images_reports_progress(tools: ImageTools, image_dir: Path) -
     assert [u[0] for u in updates] == sorted(u[0] for u in updates)
 
 
-async def test_add_images_can_be_cancelled(tools: ImageTools, image_dir: Path) -> None:
+async def test_an_abandoned_add_goes_on_as_a_job_and_only_cancel_job_stops_it(
+    tools: ImageTools, image_dir: Path, tmp_path: Path
+) -> None:
     engine = tools.engine
     engine.delay = 0.25  # type: ignore[attr-defined]  # 3 s for all 12 images
     first_progress = anyio.Event()
@@ -134,14 +152,27 @@ async def test_add_images_can_be_cancelled(tools: ImageTools, image_dir: Path) -
             group.start_soon(call)
             with anyio.fail_after(5):
                 await first_progress.wait()
-            group.cancel_scope.cancel()
-        assert await anyio.to_thread.run_sync(engine.add_finished.wait, 5)  # type: ignore[attr-defined]
-        report = engine.last_add  # type: ignore[attr-defined]
-        assert report.cancelled and 0 < len(report.added) < 12
-        # the server is still serving, and what was added is searchable
-        status = await client.call_tool("index_status", {})
-        assert status.structured_content["live"] == len(report.added)
+            group.cancel_scope.cancel()  # the caller gives up (a time-out, a disconnect)
+        # the job goes on to the end, and index_status shows it with its report
+        assert await anyio.to_thread.run_sync(engine.add_finished.wait, 10)  # type: ignore[attr-defined]
+        status = (await client.call_tool("index_status", {})).structured_content
+        assert status["live"] == 12
+        job = status["jobs"][-1]
+        assert job["state"] == "done" and len(job["result"]["added"]) == 12 and not job["result"]["cancelled"]
 
+        # an explicit cancel_job stops a running job at its next file, keeping what it added
+        engine.add_finished.clear()  # type: ignore[attr-defined]
+        more = tmp_path / "more"
+        make_images(more, 8, seed=5)
+        tools.sandbox = Sandbox([image_dir, more], max_file_bytes=tools.sandbox.max_file_bytes)
+        started = await client.call_tool("add_images", {"paths": [str(more)], "wait": False})
+        job_id = started.structured_content["job"]["id"]
+        await anyio.sleep(0.3)
+        cancelled = (await client.call_tool("cancel_job", {"job_id": job_id})).structured_content
+        assert await anyio.to_thread.run_sync(engine.add_finished.wait, 10)  # type: ignore[attr-defined]
+        final = (await client.call_tool("index_status", {})).structured_content["jobs"][-1]
+        assert cancelled["id"] == job_id and final["state"] == "cancelled" and final["result"]["cancelled"]
+        assert 0 < len(final["result"]["added"]) < 8
 
 async def test_a_failed_open_is_reported_by_every_call() -> None:
     failed: Future[ImageTools] = Future()

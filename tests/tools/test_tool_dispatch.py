@@ -82,6 +82,7 @@ def test_every_tool_round_trips(indexed_tools: ImageTools, image_dir: Path) -> N
         "remove_images": call(indexed_tools, "remove_images", ids=[0]),
         "add_images": call(indexed_tools, "add_images", paths=[str(first)]),
     }
+    results["cancel_job"] = call(indexed_tools, "cancel_job", job_id=indexed_tools.jobs.list()[-1].id)
     assert set(results) == {spec.name for spec in TOOL_SPECS}
     for name, result in results.items():
         assert "error" not in result, (name, result)
@@ -97,6 +98,7 @@ def test_every_tool_round_trips(indexed_tools: ImageTools, image_dir: Path) -> N
     assert [s["rank"] for s in answer["sources"]] == [1, 2] and answer["sources"][0]["path"]
     assert results["remove_images"]["removed"] == [0]
     assert results["add_images"]["added"] == [12]  # re-added after removal: a new id
+    assert results["cancel_job"]["state"] == "done"  # cancelling a finished job changes nothing
 
 
 def test_search_by_image_inputs(indexed_tools: ImageTools, image_dir: Path) -> None:

@@ -1,12 +1,14 @@
 """The LLM commands: ``ask``, ``chat``, and ``search TEXT --expand`` (whose flags :func:`add_rag_arguments` adds).
 
-LLM settings: ``LLM_*`` environment variables and ``.env``, overridden by the ``--llm-*`` flags
-(:func:`img_agent.cli.context.add_llm_arguments`); the client is built once by ``ctx.llm()``.
+LLM settings: ``LLM_*`` environment variables and settings files, overridden by the ``--llm-*`` flags
+(:func:`img_agent.cli.context.add_llm_arguments`). Retrieval runs in the store's service, which uses
+these flags for the call; ``chat`` talks to the LLM from here and runs the model's tool calls there.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
@@ -14,12 +16,10 @@ from typing import Any, TextIO
 from img_agent.agent.chat import MAX_TOOL_ROUNDS, ChatSession, ToolDispatcher
 from img_agent.agent.expand import DEFAULT_VARIANTS, MAX_VARIANTS
 from img_agent.agent.fuse import DEFAULT_RRF_K, FUSION_METHODS
-from img_agent.agent.llm import LLMClient
-from img_agent.agent.qa import DEFAULT_QA_K, answer_question
-from img_agent.agent.rag import rag_search
+from img_agent.agent.qa import DEFAULT_QA_K
 from img_agent.cli import output
 from img_agent.cli.context import CLIContext, add_llm_arguments
-from img_agent.errors import InvalidInputError, LLMNotConfiguredError
+from img_agent.errors import ImgAgentError, InvalidInputError, LLMNotConfiguredError
 from img_agent.results import SearchFilter
 
 
@@ -68,44 +68,56 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     chat.set_defaults(func=cmd_chat)
 
 
-def build_tools(engine: Any, llm: LLMClient | None) -> tuple[list[dict[str, Any]], ToolDispatcher]:
-    """Chat Completions tool schemas and a dispatcher over ``ImageTools`` (imported only for ``chat``)."""
-    from img_agent.tools.image_tools import ImageTools
+def build_tools(ctx: CLIContext) -> tuple[list[dict[str, Any]], ToolDispatcher]:
+    """Chat Completions tool schemas, and a dispatcher running the model's calls on the store's tools."""
     from img_agent.tools.openai_tools import chat_completions_tools, dispatch
 
-    tools = ImageTools(engine, llm=llm)
+    tools = ctx.tools()
+    if ctx.remote:
+        client = tools.client
 
-    def run(name: str, arguments: str) -> str:
-        return dispatch(tools, name, arguments)
+        def run(name: str, arguments: str) -> str:
+            try:
+                return client.request_text("POST", f"/api/tools/{name}/dispatch", arguments or "{}")
+            except ImgAgentError as exc:
+                return json.dumps({"error": str(exc)})
+    else:
+
+        def run(name: str, arguments: str) -> str:
+            return dispatch(tools, name, arguments)
 
     return chat_completions_tools(), run
 
 
 def run_rag_search(ctx: CLIContext, text: str, k: int | None, flt: SearchFilter | None = None) -> int:
     """``search TEXT --expand``: expansion, fused multi-query retrieval and explanation, printed."""
+    from img_agent.agent.rag import RagResult
+    from img_agent.service.recipes import RAG_PATH, RagRequest
+
     args = ctx.args
-    result = rag_search(
-        ctx.engine(),
-        ctx.llm(),
-        text,
-        ctx.settings().topk if k is None else k,
-        expand=True,
-        explain=not args.no_explain,
-        fusion=args.fusion,
-        variants=args.variants,
-        rrf_k=args.rrf_k,
-        filter=flt,
-    )
+    request = RagRequest(query=text, k=ctx.settings().topk if k is None else k, explain=not args.no_explain, fusion=args.fusion, variants=args.variants,
+                         rrf_k=args.rrf_k, path_prefix=flt.path_prefix if flt else None,
+                         path_glob=flt.path_glob if flt else None)
+    if ctx.remote:
+        result = RagResult.model_validate(ctx.tools().client.request("POST", RAG_PATH, request.model_dump()))
+    else:
+        result = request.run(ctx.engine(), ctx.llm())
     ctx.emit(result, lambda: output.print_rag_result(result))
     return 0
 
 
 def cmd_ask(ctx: CLIContext) -> int:
     """``ask QUESTION``: retrieve, answer with citations (or list the images without an LLM)."""
+    from img_agent.agent.qa import QAResult
+    from img_agent.service.recipes import QA_PATH, QARequest
+
     args = ctx.args
-    llm = ctx.llm()
-    flt = SearchFilter.of(args.prefix, args.glob)
-    result = answer_question(ctx.engine(), llm, args.question, args.k, expand=not args.no_expand, filter=flt)
+    request = QARequest(question=args.question, k=args.k, expand=not args.no_expand, path_prefix=args.prefix,
+                        path_glob=args.glob)
+    if ctx.remote:
+        result = QAResult.model_validate(ctx.tools().client.request("POST", QA_PATH, request.model_dump()))
+    else:
+        result = request.run(ctx.engine(), ctx.llm())
     ctx.emit(result, lambda: output.print_qa_result(result))
     return 0
 
@@ -133,7 +145,7 @@ def cmd_chat(ctx: CLIContext) -> int:
             "chat needs an LLM: set LLM_BASE_URL and/or LLM_API_KEY (and LLM_MODEL) in the environment or .env, "
             "or pass --llm-base-url."
         )
-    tools, dispatch = build_tools(ctx.engine(), llm)
+    tools, dispatch = build_tools(ctx)
     session = ChatSession(llm, tools, dispatch, max_rounds=args.max_rounds)
     interactive = sys.stdin.isatty()
     if interactive and not ctx.json:

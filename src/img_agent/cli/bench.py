@@ -170,6 +170,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         "and kept (default: a temporary store, deleted afterwards)")
     x.set_defaults(func=cmd_e2e)
 
+    s = add(sub, "service", help="the resident service: CLI and bridge start-up, bridged vs in-process calls, memory",
+            description="Start-up, latency and memory of the service and its clients against a bare Python start, "
+                        "an in-process MCP server and a standalone server, measured round-robin in one run.")
+    _add_common(s, sizes=False)
+    s.add_argument("--images", type=parse_count, default=None, help="images in the store (default 200; quick: 12)")
+    s.add_argument("--rounds", type=int, default=None, help="measurement rounds (default 30; quick: 5)")
+    s.set_defaults(func=cmd_service)
+
     rp = sub.add_parser("report", help="re-render markdown and plots from the JSON results in a folder",
                         description="Rebuild <name>.md and the PNG plots from <name>.json (after a code change to "
                                     "the report, or to merge results), without measuring anything.")
@@ -205,6 +213,13 @@ def cmd_ingest(ctx: CLIContext) -> int:
     from img_agent.bench import ingest
 
     print(ingest.run(ctx.args))
+    return 0
+
+
+def cmd_service(ctx: CLIContext) -> int:
+    from img_agent.bench import service_bench
+
+    print(service_bench.run(ctx.args))
     return 0
 
 

@@ -1,8 +1,13 @@
-"""What a command handler gets: the parsed flags, settings and LLM built once, the engine opened on demand.
+"""What a command handler gets: the parsed flags, settings and LLM built once, and the store's tools.
 
-Settings come from flags > environment / ``.env`` > defaults: ``IMG_AGENT_*`` for the store
-(:class:`~img_agent.config.Settings`), ``LLM_*`` overridden by the ``--llm-*`` flags for the model
-(:class:`~img_agent.config.LLMSettings`). The environment is read here and nowhere else.
+Settings come from flags > environment > settings files > defaults (:mod:`img_agent.config`):
+``IMG_AGENT_*`` for the store (:class:`~img_agent.config.Settings`), ``LLM_*`` overridden by the
+``--llm-*`` flags for the model (:class:`~img_agent.config.LLMSettings`). The environment is read
+here and nowhere else.
+
+The store's tools (:meth:`CLIContext.tools`) are those of its service, started when none runs, so
+the model and the index stay warm between commands and the CLI never waits on another process's
+lock; with ``--no-service`` the command opens the store itself.
 """
 
 from __future__ import annotations
@@ -15,11 +20,17 @@ from pydantic import ValidationError
 
 from img_agent.cli import output
 from img_agent.config import LLMSettings, Settings
-from img_agent.errors import ConfigError
+from img_agent.errors import ConfigError, ModelMismatchError
 
 if TYPE_CHECKING:
     from img_agent.agent.llm import LLMClient
     from img_agent.index.engine import Engine
+    from img_agent.service.client import ServiceClient
+    from img_agent.service.remote import RemoteTools
+    from img_agent.tools.image_tools import ImageTools
+
+CLI_ROOTS = ["/"]
+"""The CLI acts for the person at the keyboard: its tool calls may touch any folder they can."""
 
 # global flag name -> Settings field, for the options every command shares
 GLOBAL_SETTINGS = ("data_dir", "model", "pretrained", "device")
@@ -82,6 +93,8 @@ class CLIContext:
         self._engine: Engine | None = None
         self._llm: LLMClient | None = None
         self._llm_built = False
+        self._tools: ImageTools | RemoteTools | None = None
+        self.no_service = bool(getattr(args, "no_service", False))
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings from flags > env/.env > defaults; ``overrides`` are further flags of a command.
@@ -116,6 +129,54 @@ class CLIContext:
             self._llm = LLMClient.from_settings(llm_settings(self.args))
             self._llm_built = True
         return self._llm
+
+    def launch_args(self) -> list[str]:
+        """The global flags given on this command line, for a service it starts."""
+        out: list[str] = []
+        for name in ("model", "pretrained", "device"):
+            value = getattr(self.args, name, None)
+            if value is not None:
+                out += [f"--{name}", str(value)]
+        return out
+
+    def service(self, *, client: str = "cli", roots: list[str] | None = CLI_ROOTS) -> ServiceClient:
+        """A client of the store's service (not started yet), carrying this command's ``--llm-*`` flags."""
+        from img_agent.service.client import ServiceClient
+
+        llm = {field: getattr(self.args, flag) for flag, field in LLM_FLAGS.items()
+               if getattr(self.args, flag, None) is not None}
+        return ServiceClient(self.settings().data_dir, launch_args=self.launch_args(), client=client, roots=roots,
+                             llm=llm)
+
+    def tools(self) -> ImageTools | RemoteTools:
+        """The store's tools: its service's (started if needed), or with ``--no-service`` an engine opened here."""
+        if self._tools is None:
+            if self.no_service:
+                from img_agent.tools.image_tools import ImageTools
+                from img_agent.tools.sandbox import Sandbox
+
+                engine = self.engine()
+                sandbox = Sandbox(CLI_ROOTS, max_file_bytes=engine.settings.max_file_bytes)
+                self._tools = ImageTools(engine, sandbox, llm=self.llm())
+            else:
+                from img_agent.service.remote import RemoteTools
+
+                client = self.service()
+                health = client.ensure()
+                model = getattr(self.args, "model", None)
+                if model is not None and model != health.model:
+                    raise ModelMismatchError(
+                        f"The store at {client.paths.data_dir} holds embeddings of {health.model} (its service runs "
+                        f"that model), not {model}; mixing embedding spaces would give meaningless results. Drop "
+                        "--model, or use another --data-dir for the other model."
+                    )
+                self._tools = RemoteTools(client)
+        return self._tools
+
+    @property
+    def remote(self) -> bool:
+        """Whether :meth:`tools` go through the service."""
+        return not self.no_service
 
     def emit(self, result: Any, human: Callable[[], None]) -> None:
         """Print ``result`` as JSON with ``--json``, else call the human renderer."""

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from img_agent import __version__
-from img_agent.cli import agent, bench, store, tools
+from img_agent.cli import agent, bench, output, service, store, tools
 from img_agent.cli.context import CLIContext
-from img_agent.errors import ImgAgentError
+from img_agent.config import ENV_FILE_VARIABLE
+from img_agent.errors import ConfigError, ImgAgentError
 
 
 def _global_options() -> argparse.ArgumentParser:
@@ -30,6 +32,10 @@ def _global_options() -> argparse.ArgumentParser:
     g.add_argument("--pretrained", default=argparse.SUPPRESS,
                    help="pretrained tag or local checkpoint file (env IMG_AGENT_PRETRAINED)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=argparse.SUPPRESS)
+    g.add_argument("--env-file", type=Path, default=argparse.SUPPRESS, metavar="FILE",
+                   help=f"settings file (dotenv syntax) over the user config file (env {ENV_FILE_VARIABLE})")
+    g.add_argument("--no-service", action="store_true", default=argparse.SUPPRESS,
+                   help="open the store in this process instead of going through its service")
     g.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     g.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="log to stderr (-vv: debug)")
     return p
@@ -45,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"img-agent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     store.register(sub, common)
+    service.register(sub, common)
     tools.register(sub, common)
     agent.register(sub, common)
     bench.register(sub, common)
@@ -52,7 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse, configure logging, run the command's handler; returns the exit status."""
+    """Parse, configure logging, run the command's handler; returns the exit status.
+
+    A domain error is ``error: ...`` on stderr, or with ``--json`` ``{"error": {"type", "message"}}`` on
+    stdout, and exit status 1. Output cut short by its reader (``| head``) ends quietly.
+    """
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(getattr(args, "verbose", 0), 2), stream=sys.stderr,
@@ -60,12 +71,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ctx = CLIContext(args)
     try:
+        env_file = getattr(args, "env_file", None)
+        if env_file is not None:
+            if not env_file.expanduser().is_file():
+                raise ConfigError(f"--env-file {env_file}: no such file.")
+            os.environ[ENV_FILE_VARIABLE] = str(env_file.expanduser().resolve())
         return int(args.func(ctx) or 0)
     except ImgAgentError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if ctx.json:
+            output.print_json({"error": {"type": type(exc).__name__, "message": str(exc)}})
+        else:
+            print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; everything acknowledged so far is saved.", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader stopped reading: no traceback, and no second error when Python flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     finally:
         ctx.close()

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from img_agent.agent.chat import ChatTurn
     from img_agent.agent.qa import QAResult
     from img_agent.agent.rag import RagResult
-    from img_agent.results import AddReport, IndexStatus, MaintenanceReport, RemoveReport, SearchHit
+    from img_agent.results import AddReport, IndexStatus, JobInfo, MaintenanceReport, RemoveReport, SearchHit
+    from img_agent.service.status import ServiceStatus
 
 
 # -- JSON ----------------------------------------------------------------------------------------
@@ -84,11 +85,39 @@ def print_status(st: IndexStatus) -> None:
         ("data dir", st.data_dir), ("size on disk", _human_bytes(st.bytes_on_disk)),
         ("last merge", _when(st.last_merge)), ("last rebuild", _when(st.last_rebuild)),
     ]
+    _print_rows(rows)
+    for hint in st.hints:
+        print(f"hint: {hint}")
+    _print_jobs(st.jobs)
+
+
+def _print_rows(rows: Sequence[tuple[str, str]]) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
-    for hint in st.hints:
-        print(f"hint: {hint}")
+
+
+def _print_jobs(jobs: Sequence[JobInfo]) -> None:
+    for job in jobs:
+        total = f"/{job.total:,}" if job.total is not None else ""
+        extra = f": {job.failure}" if job.failure else (f" ({job.message})" if job.message and job.state == "running" else "")
+        print(f"job {job.id}  {job.state}  {job.done:,}{total}  {job.description}{extra}")
+
+
+def print_service_status(st: ServiceStatus) -> None:
+    """``service status``: the process, its clients and model, then its jobs."""
+    model = f"{st.model.name} ({st.model.pretrained}): {st.model.state}"
+    if st.model.seconds is not None:
+        model += f" ({st.model.seconds:.1f} s)"
+    if st.model.error:
+        model += f": {st.model.error}"
+    _print_rows([
+        ("pid", str(st.pid)), ("version", st.version), ("data dir", st.data_dir), ("socket", st.socket),
+        ("log", st.log), ("started", _when(st.started)), ("uptime", f"{st.uptime_s:,.0f} s"),
+        ("clients", ", ".join(st.clients) or "none"), ("idle", f"{st.idle_for_s:,.0f} s of {st.idle_timeout_s:,.0f} s"),
+        ("memory (RSS)", _human_bytes(st.memory_rss_bytes)), ("model", model),
+    ])
+    _print_jobs(st.jobs)
 
 
 def _human_bytes(n: float) -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from img_agent.cli import agent, output
 from img_agent.cli.context import CLIContext
-from img_agent.errors import InvalidInputError
-from img_agent.results import SearchFilter
+from img_agent.errors import ImgAgentError, InvalidInputError
+from img_agent.results import AddReport, SearchFilter, check_k
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -46,22 +47,54 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.set_defaults(func=cmd_status)
 
 
+def _absolute(path: str) -> str:
+    """A path as the user meant it from this shell (the service runs elsewhere)."""
+    return str(Path(path).expanduser().absolute())
+
+
+JOB_POLL_S = 0.2
+
+
+def _add(ctx: CLIContext, paths: list[str], *, recursive: bool, prune: bool) -> AddReport:
+    """Index through the tools: a job followed with a progress bar; Ctrl-C cancels it (keeping what it added)."""
+    tools = ctx.tools()
+    bar = output.progress_bar("indexing")
+    try:
+        if not ctx.remote:
+            return tools.add_images(paths, recursive=recursive, prune=prune, progress=bar)
+        started = tools.add_images(paths, recursive=recursive, prune=prune, wait=False)
+        job = started.job
+        if job is None:  # finished within the call
+            return started
+        try:
+            while job.state == "running":
+                bar(job.done, job.total, job.message)
+                time.sleep(JOB_POLL_S)
+                job = tools.job(job.id)
+        except KeyboardInterrupt:
+            tools.cancel_job(job.id)
+            raise
+        bar(job.done, job.total, job.message)
+        if job.state == "failed":
+            raise ImgAgentError(job.failure or "indexing failed; see the service log ('img-agent service status').")
+        report = AddReport.model_validate(job.result)
+        return report.model_copy(update={"skipped": started.skipped + report.skipped})
+    finally:
+        bar.close()
+
+
 def cmd_index(ctx: CLIContext) -> int:
     """Add the files and folders, then run the merge or rebuild the store advises (unless --no-maintain)."""
     args = ctx.args
-    eng = ctx.engine()
-    bar = output.progress_bar("indexing")
-    try:
-        report = eng.add_paths(args.paths, recursive=not args.no_recursive, remove_missing=args.prune, progress=bar)
-    finally:
-        bar.close()
+    report = _add(ctx, [_absolute(p) for p in args.paths], recursive=not args.no_recursive, prune=args.prune)
     maintenance = []
-    if eng.settings.auto_rebuild and not args.no_maintain:
-        bar = output.progress_bar("optimising index")
-        try:
-            maintenance = eng.maintain(progress=bar)
-        finally:
-            bar.close()
+    if ctx.settings().auto_rebuild and not args.no_maintain:
+        tools = ctx.tools()
+        status = tools.index_status()
+        if status.rebuild_advised:
+            maintenance.append(tools.rebuild_index())
+        elif status.merge_advised:
+            maintenance.append(tools.merge_buffer())
     ctx.emit({"report": report, "maintenance": maintenance},
              lambda: output.print_add_report(report, maintenance, pruned=args.prune))
     return 0
@@ -73,18 +106,21 @@ def cmd_search(ctx: CLIContext) -> int:
     given = [x for x in (args.text, args.image, args.similar) if x is not None]
     if len(given) != 1:
         raise InvalidInputError("Give exactly one of: TEXT, --image PATH, --similar ID.")
-    flt = SearchFilter.of(args.prefix, args.glob)
     if args.expand:
         if args.text is None:
             raise InvalidInputError("--expand works with a text query.")
-        return agent.run_rag_search(ctx, args.text, args.k, flt)
-    eng = ctx.engine()
+        return agent.run_rag_search(ctx, args.text, args.k, SearchFilter.of(args.prefix, args.glob))
+    if args.k is not None:
+        check_k(args.k, args.k)  # the one k message, before anything starts
+    tools = ctx.tools()
+    where = {"k": args.k, "path_prefix": args.prefix, "path_glob": args.glob}
     if args.text is not None:
-        hits = eng.search_text(args.text, args.k, flt)
+        result = tools.search_by_text(args.text, **where)
     elif args.image is not None:
-        hits = eng.search_image(Path(args.image), args.k, flt)
+        result = tools.search_by_image(path=_absolute(args.image), **where)
     else:
-        hits = eng.search_similar(args.similar, args.k, flt)
+        result = tools.search_by_image(image_id=args.similar, **where)
+    hits = result.hits
     ctx.emit(hits, lambda: output.print_hits(hits))
     return 0
 
@@ -92,35 +128,25 @@ def cmd_search(ctx: CLIContext) -> int:
 def cmd_remove(ctx: CLIContext) -> int:
     """Items that are all digits are ids; anything else is a file or folder path."""
     ids = [int(item) for item in ctx.args.items if item.isdigit()]
-    paths = [item for item in ctx.args.items if not item.isdigit()]
-    report = ctx.engine().remove(ids=ids, paths=paths)
+    paths = [_absolute(item) for item in ctx.args.items if not item.isdigit()]
+    report = ctx.tools().remove_images(ids=ids or None, paths=paths or None)
     ctx.emit(report, lambda: output.print_remove_report(report))
     return 0
 
 
 def cmd_merge(ctx: CLIContext) -> int:
-    eng = ctx.engine()
-    bar = output.progress_bar("merge")
-    try:
-        report = eng.merge(progress=bar)
-    finally:
-        bar.close()
+    report = ctx.tools().merge_buffer()
     ctx.emit(report, lambda: output.print_maintenance_report("merge", report))
     return 0
 
 
 def cmd_rebuild(ctx: CLIContext) -> int:
-    eng = ctx.engine()
-    bar = output.progress_bar("rebuild")
-    try:
-        report = eng.rebuild(progress=bar, index_string=ctx.args.index_string)
-    finally:
-        bar.close()
+    report = ctx.tools().rebuild_index(index_string=ctx.args.index_string)
     ctx.emit(report, lambda: output.print_maintenance_report("rebuild", report))
     return 0
 
 
 def cmd_status(ctx: CLIContext) -> int:
-    st = ctx.engine().status()
+    st = ctx.tools().index_status()
     ctx.emit(st, lambda: output.print_status(st))
     return 0

@@ -1,6 +1,7 @@
 """The tool-surface commands: ``serve`` (the MCP server) and ``tools`` (the tool schemas as JSON).
 
-``img-agent serve`` runs the MCP server over stdio, or streamable HTTP on 127.0.0.1 with ``--http``;
+``img-agent serve`` is an MCP stdio server relaying to the store's service (the service keeps the model
+warm for every client), or with ``--http`` a standalone streamable-HTTP server on 127.0.0.1;
 ``img-agent tools --format openai|responses|mcp`` prints the tool schemas.
 """
 
@@ -54,9 +55,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def cmd_serve(ctx: CLIContext) -> int:
-    """Run the MCP server until the client goes away (stdio) or the process is interrupted (HTTP)."""
-    from img_agent.tools.mcp_server import serve
-
+    """MCP over stdio, relayed to the store's service (started at once, so the model loads while the client
+    initializes); with ``--http``, a standalone streamable-HTTP server that opens the store itself."""
     args = ctx.args
     roots = None
     if args.roots:
@@ -66,7 +66,13 @@ def cmd_serve(ctx: CLIContext) -> int:
             raise ConfigError(f"--root must name existing folders; not found: {', '.join(missing)}.")
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be between 1 and 65535, got {args.port}.")
-    serve(ctx.settings(), roots=roots, llm_settings=llm_settings(args), http=args.http, host=args.host, port=args.port)
+    if not args.http:
+        from img_agent.service.bridge import run_bridge
+
+        return run_bridge(ctx.service(client="bridge", roots=[str(r) for r in roots] if roots else None))
+    from img_agent.tools.mcp_standalone import serve
+
+    serve(ctx.settings(), roots=roots, llm_settings=llm_settings(args), http=True, host=args.host, port=args.port)
     return 0
 
 

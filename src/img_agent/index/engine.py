@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from img_agent.config import Settings
-from img_agent.errors import ImageDecodeError, InvalidInputError, NotFoundError, StoreError
+from img_agent.errors import (
+    ImageDecodeError,
+    InvalidInputError,
+    ModelLoadingError,
+    NotFoundError,
+    StoreError,
+    StoreInUseError,
+)
 from img_agent.index import faiss_plan
 from img_agent.index.catalog import Catalog, check_integrity
 from img_agent.index.ingest import Ingest
@@ -65,11 +73,14 @@ class _DirLock:
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._fh.seek(0)
-            holder = self._fh.read().strip() or "unknown"
+            holder = self._fh.read().strip()
             self._fh.close()
-            raise StoreError(
-                f"The data directory {folder} is in use by another img-agent process (pid {holder}). Stop that "
-                "process (e.g. the MCP server) or point --data-dir / IMG_AGENT_DATA_DIR at another folder."
+            pid = int(holder) if holder.isdigit() else None
+            raise StoreInUseError(
+                f"The data directory {folder} is in use by another img-agent process (pid {holder or 'unknown'}), "
+                "normally the store's service: the CLI and img_agent.connect() go through it. Stop it with "
+                "'img-agent service stop', or point --data-dir / IMG_AGENT_DATA_DIR at another folder.",
+                pid,
             ) from None
         self._fh.seek(0)
         self._fh.truncate()
@@ -85,7 +96,7 @@ class Engine:
     """Index, search and maintain one image collection. Thread-safe; one per data directory."""
 
     def __init__(self, settings: Settings, catalog: Catalog, store: VectorStore, lock: _DirLock,
-                 model: str, pretrained: str, encoder: ClipEncoder | None):
+                 model: str, pretrained: str, encoder: ClipEncoder | None, model_wait: float | None = None):
         self.settings = settings
         self.catalog = catalog
         self.store = store
@@ -95,6 +106,8 @@ class Engine:
         self._dirlock = lock
         self._encoder = encoder
         self._encoder_lock = threading.Lock()
+        self._model_wait = model_wait
+        self._loading_since: float | None = None
         self._state = State(settings, catalog, store)
         self.index_dir = self._state.index_dir
         self._state.view = load_view(self._state)
@@ -104,8 +117,13 @@ class Engine:
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
-    def open(cls, settings: Settings, encoder: ClipEncoder | None = None) -> Engine:
-        """Open (or create) the store in ``settings.data_dir``. The model loads on first need."""
+    def open(cls, settings: Settings, encoder: ClipEncoder | None = None, *, model_wait: float | None = None) -> Engine:
+        """Open (or create) the store in ``settings.data_dir``. The model loads on first need.
+
+        With ``model_wait``, a call that needs the model while another thread loads it waits at most
+        that many seconds, then raises :class:`ModelLoadingError` (servers answer "retry" instead of
+        keeping a caller waiting for a cold model).
+        """
         data_dir = settings.data_dir
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +139,7 @@ class Engine:
             dim = catalog.meta().get("dim")
             store = VectorStore(data_dir, committed_rows=catalog.next_id(), dim=int(dim) if dim else None)
             check_integrity(catalog, store.rows)
-            return cls(settings, catalog, store, lock, model, pretrained, encoder)
+            return cls(settings, catalog, store, lock, model, pretrained, encoder, model_wait)
         except BaseException:
             lock.release()
             raise
@@ -150,12 +168,26 @@ class Engine:
     @property
     def encoder(self) -> ClipEncoder:
         """The CLIP encoder, built on first use (seconds for real models)."""
+        return self._load_encoder(self._model_wait)
+
+    def _load_encoder(self, model_wait: float | None) -> ClipEncoder:
         if self._encoder is None:
-            with self._encoder_lock:
+            wait = model_wait if self._loading_since is not None else None
+            if not self._encoder_lock.acquire(timeout=-1 if wait is None else wait):
+                since = time.monotonic() - (self._loading_since or time.monotonic())
+                raise ModelLoadingError(
+                    f"The CLIP model {self.model} is still loading ({since:.0f} s so far; loading takes seconds to a "
+                    "minute); call again in a few seconds."
+                )
+            try:
                 if self._encoder is None:
                     from img_agent.embed.encoder import get_encoder
 
-                    encoder = get_encoder(self.model, self.pretrained, self.settings.device)
+                    self._loading_since = time.monotonic()
+                    try:
+                        encoder = get_encoder(self.model, self.pretrained, self.settings.device)
+                    finally:
+                        self._loading_since = None
                     self.catalog.bind_model(self.model, self.pretrained, encoder.dim)
                     if self.store.dim is not None and self.store.dim != encoder.dim:
                         raise StoreError(
@@ -163,11 +195,14 @@ class Engine:
                             "Use another --data-dir for this model."
                         )
                     self._encoder = encoder
+            finally:
+                self._encoder_lock.release()
         return self._encoder
 
     def warm_up(self) -> None:
-        """Load the model now (servers call this in a background thread)."""
-        _ = self.encoder
+        """Load the model now, waiting for it however long that takes (servers call this in a background
+        thread; long jobs call it before they start)."""
+        self._load_encoder(None)
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         return self.encoder.encode_text(list(texts))
@@ -252,6 +287,11 @@ class Engine:
     def maintain(self, progress: ProgressCallback | None = None) -> list[MaintenanceReport]:
         """Merge and rebuild if advised (what ``img-agent index`` runs after adding)."""
         return self._maintenance.maintain(progress)
+
+    @property
+    def live_count(self) -> int:
+        """Searchable images now (cheap: read from the current view)."""
+        return self._state.view.n_live
 
     def status(self) -> IndexStatus:
         return self._maintenance.status(model=self.model, pretrained=self.pretrained, dim=self.dim)

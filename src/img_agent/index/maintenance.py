@@ -256,7 +256,7 @@ class Maintenance:
         n_live = view.n_live
         n_buf = len(view.buffer_ids)
         meta = state.catalog.meta()
-        _, _, hints = self.advice()
+        merge, rebuild, hints = self.advice()
         plan = view.plan
         data_dir = settings.data_dir
         return IndexStatus(
@@ -283,6 +283,8 @@ class Maintenance:
             last_merge=float(meta["last_merge"]) if "last_merge" in meta else None,
             last_rebuild=float(meta["last_rebuild"]) if "last_rebuild" in meta else None,
             hints=hints,
+            merge_advised=merge,
+            rebuild_advised=rebuild,
         )
 
 

@@ -294,6 +294,10 @@ class FakeEngine:
             operation=operation, moved=len(self.live), generation=self.generation, index="Flat", seconds=0.0, retrained=False
         )
 
+    @property
+    def live_count(self) -> int:
+        return len(self.live)
+
     def status(self) -> IndexStatus:
         return IndexStatus(
             live=len(self.live), main=0, buffer=len(self.live), deleted=len(self.records) - len(self.live),

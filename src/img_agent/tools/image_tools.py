@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from img_agent.config import MAX_TOPK
 from img_agent.errors import ImageDecodeError, InvalidInputError
 from img_agent.results import (
     AddReport,
     IndexStatus,
+    JobInfo,
     MaintenanceReport,
     ProgressCallback,
     RemoveReport,
@@ -30,6 +30,8 @@ from img_agent.results import (
     SearchHit,
     SkippedItem,
 )
+from img_agent.tools.jobs import JobRegistry
+from img_agent.tools.shapes import AnswerResult, AnswerSource, PathGlob, PathPrefix, SearchResult, ToolHit, TopK
 from img_agent.tools.sandbox import MAX_INLINE_IMAGE_BYTES, MAX_INLINE_IMAGE_CHARS, Sandbox
 from img_agent.tools.spec import INJECTED, ToolSpec, UnknownToolError, specs_of, tool
 
@@ -48,68 +50,13 @@ MAX_IDS_PER_CALL = 10_000
 MAX_ANSWER_K = 50
 """Most images ask_about_images retrieves: each becomes a line, or a thumbnail, in the LLM prompt."""
 MAX_INDEX_STRING_CHARS = 200
+PROGRESS_POLL_S = 0.2
+"""How often a waiting add_images reports its job's progress."""
 
 EMPTY_INDEX_MESSAGE = (
     "The index is empty: no images have been added yet. Call add_images with image files or folders "
     "(under the allowed folders; index_status shows the collection) and search again."
 )
-
-# ---------------------------------------------------------------------------------- results
-
-
-class ToolHit(SearchHit):
-    """One image found: catalog record, 1-based rank and cosine score."""
-
-    matched_queries: list[str] | None = Field(
-        None, description="With expand: the query variants whose results contained this image."
-    )
-
-
-class SearchResult(BaseModel):
-    """Images found for one query, best first."""
-
-    query: str = Field(description="What was searched: the text query, or a description of the query image.")
-    hits: list[ToolHit] = Field(description="Matching images, best first.")
-    queries: list[str] = Field(
-        default_factory=list, description="Text queries searched: the query first, then any LLM-written variants."
-    )
-    notes: list[str] = Field(default_factory=list, description="Things worth knowing about this result.")
-
-
-class AnswerSource(SearchHit):
-    """An image retrieved for a question; ``rank`` is the [n] label the answer cites."""
-
-    cited: bool = Field(description="Whether the answer cites this image.")
-
-
-class AnswerResult(BaseModel):
-    """An answer to a question about the images, with the images it rests on."""
-
-    question: str
-    answer: str | None = Field(description="The LLM's answer citing images as [n], or null when no LLM answered.")
-    llm_used: bool = Field(description="Whether an LLM produced the answer or query variants.")
-    sources: list[AnswerSource] = Field(description="Images retrieved for the question, best first.")
-    searched_queries: list[str] = Field(description="Queries searched: the question first, then its variants.")
-    notes: list[str] = Field(default_factory=list, description="What was skipped or failed, and why.")
-
-
-# ---------------------------------------------------------------------------------- shared parameter types
-
-TopK = Annotated[
-    int | None,
-    Field(ge=1, le=MAX_TOPK, description=f"How many images to return (1-{MAX_TOPK}); null = the server's default (usually 20)."),
-]
-PathPrefix = Annotated[
-    str | None,
-    Field(max_length=4096, description="Only return images whose absolute path starts with this, e.g. '/photos/2023/'. "
-          "null = no filter."),
-]
-PathGlob = Annotated[
-    str | None,
-    Field(max_length=4096, description="Only return images whose absolute path matches this glob ('*' also spans '/'), "
-          "e.g. '*/holidays/*.jpg'. null = no filter."),
-]
-
 
 def default_sandbox(engine: Engine, roots: Sequence[Path] | None = None) -> Sandbox:
     """The sandbox for ``engine``: ``roots`` if given, else the configured image folders
@@ -130,12 +77,15 @@ class ImageTools:
         engine: the index.
         sandbox: the folders the tools may read files from; default :func:`default_sandbox`.
         llm: the configured LLM, or ``None`` (LLM features then say that none is configured).
+        jobs: where indexing runs as jobs; one registry per store, shared by every client's tools.
     """
 
-    def __init__(self, engine: Engine, sandbox: Sandbox | None = None, *, llm: LLMClient | None = None) -> None:
+    def __init__(self, engine: Engine, sandbox: Sandbox | None = None, *, llm: LLMClient | None = None,
+                 jobs: JobRegistry | None = None) -> None:
         self.engine = engine
         self.sandbox = sandbox if sandbox is not None else default_sandbox(engine)
         self.llm = llm
+        self.jobs = jobs if jobs is not None else JobRegistry()
 
     # -- searching -----------------------------------------------------------------------------
 
@@ -164,6 +114,7 @@ class ImageTools:
         query = " ".join(query.split())
         if not query:
             raise InvalidInputError("The query is empty; describe what the images should show.")
+        self._raise_if_empty()  # before the model is needed
         flt = SearchFilter.of(path_prefix, path_glob)
         if expand:
             from img_agent.agent.rag import rag_search  # imports the openai client: not at server start
@@ -267,6 +218,13 @@ class ImageTools:
             "allowed folder). Folders are searched for .jpg .jpeg .png .gif .bmp .tif .tiff .webp files.",
         )],
         recursive: Annotated[bool, Field(description="Also add images in subfolders of the given folders.")] = True,
+        prune: Annotated[bool, Field(
+            description="Also remove indexed images under the given folders whose files no longer exist.",
+        )] = False,
+        wait: Annotated[bool, Field(
+            description="Wait until every file is handled (true), or return at once with the job's id and "
+            "progress (false) and follow it with index_status.",
+        )] = True,
         progress: Annotated[ProgressCallback | None, INJECTED] = None,
         cancel: Annotated[threading.Event | None, INJECTED] = None,
     ) -> AddReport:
@@ -275,7 +233,9 @@ class ImageTools:
         New and changed files are encoded (this takes a while for thousands of images; progress is
         reported); files already indexed with the same content are counted as unchanged. Files that cannot
         be used (unreadable, not an image, outside the allowed folders) are skipped with a reason, and the
-        rest go through. Every image listed as added is searchable, also when the call is cancelled.
+        rest go through. The work runs as a job that goes on if this call is abandoned (a time-out, a
+        disconnect): index_status lists it with its progress and final report, and only cancel_job stops
+        it. Every image listed as added is searchable.
         """
         inputs = []
         skipped: list[SkippedItem] = []
@@ -290,8 +250,22 @@ class ImageTools:
             if len(refusals) == 1:
                 raise refusals[0]
             raise InvalidInputError("None of the paths can be added: " + " ".join(str(exc) for exc in refusals))
-        report = self.engine.add_paths(inputs, recursive=recursive, progress=progress, cancel=cancel, confine=self.sandbox)
-        return report.model_copy(update={"skipped": skipped + report.skipped})
+
+        def work(job_progress: ProgressCallback, job_cancel: threading.Event) -> AddReport:
+            self.engine.warm_up()  # a job waits for the model, however long it loads
+            report = self.engine.add_paths(inputs, recursive=recursive, remove_missing=prune, progress=job_progress,
+                                           cancel=job_cancel, confine=self.sandbox)
+            return report.model_copy(update={"skipped": skipped + report.skipped})
+
+        job_id = self.jobs.start("add", "add " + ", ".join(paths[:3]) + (" ..." if len(paths) > 3 else ""), work)
+        while True:
+            info, report = self.jobs.wait(job_id, timeout=PROGRESS_POLL_S if wait else 0)
+            if progress is not None and (info.done or info.total):
+                progress(info.done, info.total, info.message)
+            if info.state != "running":
+                return report if isinstance(report, AddReport) else AddReport(skipped=skipped, job=info)
+            if not wait or (cancel is not None and cancel.is_set()):  # the caller leaves; the job goes on
+                return AddReport(skipped=skipped, job=info)
 
     @tool(title="Remove images from the index", read_only=False, destructive=True, idempotent=True)
     def remove_images(
@@ -348,7 +322,18 @@ class ImageTools:
     def index_status(self) -> IndexStatus:
         """How many images are indexed and searchable, how the index is built, the CLIP model in use, and
         advice (hints) on whether a merge or rebuild is due."""
-        return self.engine.status()
+        return self.engine.status().model_copy(update={"jobs": self.jobs.list()})
+
+    @tool(title="Cancel an indexing job", read_only=False, destructive=False, idempotent=True)
+    def cancel_job(
+        self,
+        job_id: Annotated[str, Field(min_length=1, max_length=100, description="The job's id, e.g. 'add-3'.")],
+    ) -> JobInfo:
+        """Stop a running indexing job (see index_status) at its next batch. What it added so far stays
+        indexed and searchable; its report says so."""
+        self.jobs.cancel(job_id)
+        info, _ = self.jobs.wait(job_id, timeout=PROGRESS_POLL_S * 10)
+        return info
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -369,7 +354,7 @@ class ImageTools:
         return result
 
     def _raise_if_empty(self) -> None:
-        if self.engine.status().live == 0:
+        if self.engine.live_count == 0:
             raise InvalidInputError(EMPTY_INDEX_MESSAGE)
 
 

@@ -12,48 +12,40 @@ Every call goes through the same validation and error texts as the OpenAI dispat
 failures come back as ``isError`` results whose text is exactly the shared message (the SDK would
 otherwise prefix "Error executing tool ..." to a ``ToolError``, or hide an unexpected error behind it).
 
-The server's lifespan opens the one :class:`~img_agent.index.engine.Engine` in a background
-thread and then loads the CLIP model there too, so ``initialize`` and ``tools/list`` answer at
-once; a call that arrives earlier waits for the engine in its worker thread. Importing this
-module imports neither torch nor faiss nor openai.
+The tools come from a :data:`ToolsSource`: fixed tools, a ``Future`` of them while the engine opens
+(:mod:`img_agent.tools.mcp_standalone`), or tools chosen per request (the store's service, by the
+folders each client may touch). Importing this module imports neither torch nor faiss nor openai.
 """
 
 from __future__ import annotations
 
 import inspect
-import ipaddress
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, Protocol, runtime_checkable
 
 import anyio
 import anyio.to_thread
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
-from mcp.types import CallToolResult, ContentBlock, TextContent, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, CallToolResult, ContentBlock, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from img_agent import __version__
-from img_agent.config import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT
-from img_agent.errors import ImgAgentError, StoreError
-from img_agent.tools.image_tools import TOOL_SPECS, ImageTools, default_sandbox, get_spec
+from img_agent.errors import ImgAgentError
+from img_agent.tools.image_tools import TOOL_SPECS, ImageTools, get_spec
 from img_agent.tools.render import render, thumbnail_blocks
-from img_agent.tools.spec import ToolSpec, error_message
-
-if TYPE_CHECKING:
-    from img_agent.config import LLMSettings, Settings
+from img_agent.tools.spec import ToolSpec, UnknownToolError, error_message
 
 logger = logging.getLogger(__name__)
 
 SERVER_NAME = "img-agent"
 PROGRESS_INTERVAL = 0.25
 """Seconds between progress notifications of one call."""
-CLOSE_WAIT = 0.5
-"""Seconds the shutdown waits for the engine to finish opening and loading the model."""
 
 INSTRUCTIONS = """\
 Search a local image collection by meaning (CLIP embeddings in a Faiss index).
@@ -101,7 +93,24 @@ MCP_SPECS: tuple[ToolSpec, ...] = tuple(
 """Every tool as the MCP surface offers it: the thumbnail options added where images are shown."""
 _MCP_BY_NAME = {spec.name: spec for spec in MCP_SPECS}
 
-ToolsSource = ImageTools | Future  # a Future[ImageTools] while the engine is still opening
+@runtime_checkable
+class ToolsByRequest(Protocol):
+    """Tools chosen per request, e.g. by the folders a client may touch (the store's service)."""
+
+    def tools_for_request(self, headers: Mapping[str, str] | None) -> ImageTools: ...
+
+
+ToolsSource = ImageTools | Future | ToolsByRequest  # a Future[ImageTools] while the engine is still opening
+
+
+def resolve_tools(source: ToolsSource, headers: Mapping[str, str] | None) -> ImageTools:
+    """The tools a call runs on (waits for a Future while the engine opens)."""
+    if isinstance(source, Future):
+        return source.result()
+    if isinstance(source, ToolsByRequest):
+        return source.tools_for_request(headers)
+    return source
+
 OpenTools = Callable[[], AbstractAsyncContextManager[ToolsSource]]
 """Opens the tools for the server's lifetime (the lifespan): yields ImageTools or a Future of them."""
 
@@ -109,15 +118,26 @@ OpenTools = Callable[[], AbstractAsyncContextManager[ToolsSource]]
 class ImageMCPServer(MCPServer):
     """An :class:`MCPServer` that validates calls to img-agent tools with the shared spec first.
 
-    Validation failures and unknown tool names become ``isError`` results carrying exactly the
-    message :func:`~img_agent.tools.openai_tools.dispatch` returns for the same call.
+    Validation failures become ``isError`` results carrying exactly the message
+    :func:`~img_agent.tools.openai_tools.dispatch` returns for the same call; an unknown tool name is
+    a protocol error (JSON-RPC ``-32602``) naming the tools that exist. Input schemas say that no
+    other keys are accepted (``additionalProperties: false``), as validation enforces.
     """
+
+    async def list_tools(self) -> list[Any]:
+        listed = await super().list_tools()
+        for tool in listed:
+            tool.input_schema = {**tool.input_schema, "additionalProperties": False}
+        return listed
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context | None = None
     ) -> Any:
         try:
-            get_spec(name)  # an unknown name: the error names the tools that exist
+            get_spec(name)
+        except UnknownToolError as exc:
+            raise MCPError(code=INVALID_PARAMS, message=str(exc)) from None
+        try:
             parsed = _MCP_BY_NAME[name].parse(arguments)
         except ImgAgentError as exc:
             return error_result(error_message(name, exc))
@@ -167,10 +187,11 @@ async def run_tool(spec: ToolSpec, source: ToolsSource, arguments: dict[str, Any
     client cancels, thumbnails for tools that show images, and every failure as an ``isError`` result."""
     cancel = threading.Event()
     progress = _LatestProgress() if "progress" in spec.injected else None
+    headers = ctx.headers if ctx is not None else None
 
     def work() -> tuple[BaseModel, list[ContentBlock]] | str:
         try:
-            tools = source.result() if isinstance(source, Future) else source  # waits for the engine to open
+            tools = resolve_tools(source, headers)
             result = spec.call(tools, arguments, progress=progress, cancel=cancel)
             images: list[ContentBlock] = []
             if spec.shows_images and arguments.get("thumbnails"):
@@ -274,127 +295,8 @@ def create_server(tools: ToolsSource | OpenTools, *, llm_configured: bool) -> Im
     return server
 
 
-def build_server(
-    settings: Settings,
-    *,
-    roots: Sequence[Path] | None = None,
-    llm_settings: LLMSettings | None = None,
-) -> ImageMCPServer:
-    """The real server: one engine for ``settings``, opened and warmed up in the background.
-
-    Args:
-        settings: engine settings (data directory, model ...).
-        roots: folders the tools may read; default: ``settings.image_roots`` plus every folder
-            ever indexed into this store.
-        llm_settings: the LLM for ``ask_about_images`` and query expansion; ``None`` or not
-            enabled = no LLM.
-    """
-    llm_on = bool(llm_settings is not None and llm_settings.enabled)
-
-    @asynccontextmanager
-    async def open_tools() -> AsyncIterator[ToolsSource]:
-        future: Future[ImageTools] = Future()
-        opener = threading.Thread(
-            target=_open_tools, args=(future, settings, roots, llm_settings if llm_on else None),
-            name="img-agent-open", daemon=True,
-        )
-        opener.start()
-        try:
-            yield future
-        finally:
-            await anyio.to_thread.run_sync(_close_tools, future, opener)
-
-    return create_server(open_tools, llm_configured=llm_on)
-
-
-def _open_tools(
-    future: Future[ImageTools], settings: Settings, roots: Sequence[Path] | None, llm_settings: LLMSettings | None
-) -> None:
-    """Open the engine, build the tools, hand them over, then load the model (background thread)."""
-    try:
-        from img_agent.index.engine import Engine  # faiss, numpy: after the server is up
-
-        engine = Engine.open(settings)
-        try:
-            llm = None
-            if llm_settings is not None:
-                from img_agent.agent.llm import LLMClient
-
-                llm = LLMClient.from_settings(llm_settings)
-            tools = ImageTools(engine, default_sandbox(engine, roots), llm=llm)
-        except BaseException:
-            engine.close()
-            raise
-    except ImgAgentError as exc:
-        logger.error("Cannot open the image index: %s", exc)
-        future.set_exception(exc)
-        return
-    except Exception as exc:  # noqa: BLE001 - every tool call reports it; the traceback goes to the log
-        logger.exception("Cannot open the image index in %s", settings.data_dir)
-        future.set_exception(
-            StoreError(f"The image index in {settings.data_dir} could not be opened ({type(exc).__name__}: {exc}); see the server log.")
-        )
-        return
-    future.set_result(tools)
-    roots_text = tools.sandbox.describe_roots()
-    logger.info("Index %s open (%s); loading model %s", settings.data_dir, roots_text, settings.model)
-    try:
-        engine.warm_up()
-    except Exception as exc:  # noqa: BLE001 - the calls that need the model will report it
-        logger.error("Loading the CLIP model failed: %s", exc, exc_info=not isinstance(exc, ImgAgentError))
-    else:
-        logger.info("Model %s loaded", settings.model)
-
-
-def _close_tools(future: Future[ImageTools], opener: threading.Thread) -> None:
-    """Close the engine at shutdown, unless it is still opening or loading the model: then the
-    process exit releases it (every acknowledged write is already durable)."""
-    opener.join(timeout=CLOSE_WAIT)
-    if opener.is_alive():
-        logger.info("The index or model was still loading at shutdown; leaving it to the process exit")
-        return
-    try:
-        tools = future.result(timeout=0)
-    except Exception:  # noqa: BLE001 - opening failed and was reported then
-        return
-    tools.engine.close()
-
-
 def mcp_tool_list(*, llm_configured: bool = False) -> list[dict[str, Any]]:
     """The tools as MCP ``tools/list`` entries (wire field names), without starting a server."""
     server = create_server(Future(), llm_configured=llm_configured)
     listed = anyio.run(server.list_tools)
     return [tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in listed]
-
-
-def serve(
-    settings: Settings,
-    *,
-    roots: Sequence[Path] | None = None,
-    llm_settings: LLMSettings | None = None,
-    http: bool = False,
-    host: str = DEFAULT_HTTP_HOST,
-    port: int = DEFAULT_HTTP_PORT,
-) -> None:
-    """Run the server until the client disconnects (stdio) or the process is interrupted (HTTP)."""
-    server = build_server(settings, roots=roots, llm_settings=llm_settings)
-    if not http:
-        server.run()
-        return
-    if not _is_loopback(host):
-        logger.warning(
-            "Serving on %s: the MCP endpoint has no authentication; anyone who can reach it can search "
-            "and index images in the allowed folders.", host,
-        )
-    logger.info("MCP endpoint: http://%s:%d/mcp", host if ":" not in host else f"[{host}]", port)
-    server.run("streamable-http", host=host, port=port)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-

@@ -17,7 +17,8 @@ from pydantic import BaseModel
 
 from img_agent.errors import ImgAgentError
 from img_agent.results import AddReport, IndexStatus, MaintenanceReport, RemoveReport, SearchHit, SkippedItem
-from img_agent.tools.image_tools import AnswerResult, ImageTools, SearchResult
+from img_agent.tools.image_tools import ImageTools
+from img_agent.tools.shapes import AnswerResult, SearchResult
 
 MAX_LISTED_SKIPS = 20
 THUMBNAIL_QUALITY = 75

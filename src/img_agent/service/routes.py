@@ -1,0 +1,170 @@
+"""The service's JSON interface (``/api/...``) and its error mapping: what the CLI and ``connect()`` call.
+
+Errors are ``{"error": {"type", "message"}}`` with a fitting HTTP status; the message says what to
+do, as the tools' messages do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from img_agent import __version__
+from img_agent.errors import (
+    AccessDeniedError,
+    BusyError,
+    ConfigError,
+    ImgAgentError,
+    InvalidInputError,
+    LLMError,
+    LLMNotConfiguredError,
+    ModelLoadingError,
+    NotFoundError,
+)
+from img_agent.service.client import CLIENT_HEADER, PROTOCOL
+
+if TYPE_CHECKING:
+    from img_agent.service.server import Activity, Service
+
+log = logging.getLogger(__name__)
+
+
+def http_status(exc: BaseException) -> int:
+    """The HTTP status that fits an error (JSON bodies carry the type and the message)."""
+    for cls, status in (
+        (AccessDeniedError, 403), (NotFoundError, 404), (InvalidInputError, 400), (ConfigError, 400),
+        (ModelLoadingError, 503), (BusyError, 409), (LLMNotConfiguredError, 400), (LLMError, 502),
+    ):
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    message = str(exc) if isinstance(exc, ImgAgentError) else f"unexpected internal error ({type(exc).__name__}); see the service log."
+    headers = {"Retry-After": "5"} if isinstance(exc, ModelLoadingError) else None
+    return JSONResponse({"error": {"type": type(exc).__name__ if isinstance(exc, ImgAgentError) else "ImgAgentError",
+                                   "message": message}}, status_code=http_status(exc), headers=headers)
+
+
+def api_routes(service: Service) -> list[Any]:
+    """The JSON interface: health, status and stop, tool calls, raw function calls, recipes, jobs."""
+    from pydantic import ValidationError
+    from starlette.routing import Route
+
+    from img_agent.service.recipes import QA_PATH, RAG_PATH, QARequest, RagRequest
+    from img_agent.tools.image_tools import get_spec
+
+    async def health(_request: Request) -> Response:
+        return JSONResponse({"service": "img-agent", "version": __version__, "protocol": PROTOCOL, "pid": os.getpid(),
+                             "data_dir": str(service.paths.data_dir), "model": service.engine.model})
+
+    async def status(_request: Request) -> Response:
+        return JSONResponse(service.status().model_dump(mode="json"))
+
+    async def stop(_request: Request) -> Response:
+        service.stop_requested.set()
+        return JSONResponse({"stopping": True, "pid": os.getpid()})
+
+    async def call_tool(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            raw = await request.body()
+            arguments = json.loads(raw) if raw.strip() else {}
+            tools = service.tools_for_request(request.headers)
+            spec = get_spec(name)
+            parsed = spec.parse(arguments)
+            result = await anyio.to_thread.run_sync(lambda: spec.call(tools, parsed))
+        except ValueError as exc:
+            if isinstance(exc, ImgAgentError):
+                return error_response(exc)
+            return error_response(InvalidInputError(f"The request body is not JSON ({exc}); send the arguments as "
+                                                    "a JSON object."))
+        except Exception as exc:  # noqa: BLE001 - every failure is a JSON error; unexpected ones are logged
+            if not isinstance(exc, ImgAgentError):
+                log.exception("tool %s failed", name)
+            return error_response(exc)
+        return JSONResponse(result.model_dump(mode="json"))
+
+    async def dispatch(request: Request) -> Response:
+        """A model's raw function call, answered as the OpenAI dispatcher answers it (for the chat loop)."""
+        from img_agent.tools.openai_tools import dispatch as dispatch_call
+
+        try:
+            tools = service.tools_for_request(request.headers)
+        except ImgAgentError as exc:
+            return error_response(exc)
+        raw = (await request.body()).decode("utf-8", "replace")
+        text = await anyio.to_thread.run_sync(lambda: dispatch_call(tools, request.path_params["name"], raw))
+        return Response(text, media_type="application/json")
+
+    def recipe(model: type[RagRequest] | type[QARequest]) -> Any:
+        async def run(request: Request) -> Response:
+            try:
+                body = model.model_validate_json(await request.body())
+                tools = service.tools_for_request(request.headers)
+                # the model first: a recipe calls the LLM before it encodes, and must not be retried half-way
+                await anyio.to_thread.run_sync(tools.engine.warm_up)
+                result = await anyio.to_thread.run_sync(lambda: body.run(tools.engine, tools.llm))
+            except ValidationError as exc:
+                return error_response(InvalidInputError(f"Invalid request: {exc.errors(include_url=False)}"))
+            except Exception as exc:  # noqa: BLE001 - every failure is a JSON error; unexpected ones are logged
+                if not isinstance(exc, ImgAgentError):
+                    log.exception("%s failed", request.url.path)
+                return error_response(exc)
+            return JSONResponse(result.model_dump(mode="json"))
+
+        return run
+
+    async def jobs(_request: Request) -> Response:
+        return JSONResponse([j.model_dump(mode="json") for j in service.jobs.list()])
+
+    async def job(request: Request) -> Response:
+        try:
+            return JSONResponse(service.jobs.info(request.path_params["job_id"]).model_dump(mode="json"))
+        except ImgAgentError as exc:
+            return error_response(exc)
+
+    async def cancel_job(request: Request) -> Response:
+        try:
+            return JSONResponse(service.jobs.cancel(request.path_params["job_id"]).model_dump(mode="json"))
+        except ImgAgentError as exc:
+            return error_response(exc)
+
+    return [
+        Route("/api/health", health, methods=["GET"]),
+        Route("/api/service", status, methods=["GET"]),
+        Route("/api/service/stop", stop, methods=["POST"]),
+        Route("/api/tools/{name}", call_tool, methods=["POST"]),
+        Route("/api/tools/{name}/dispatch", dispatch, methods=["POST"]),
+        Route(RAG_PATH, recipe(RagRequest), methods=["POST"]),
+        Route(QA_PATH, recipe(QARequest), methods=["POST"]),
+        Route("/api/jobs", jobs, methods=["GET"]),
+        Route("/api/jobs/{job_id}", job, methods=["GET"]),
+        Route("/api/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+    ]
+
+
+class Tracked:
+    """ASGI middleware: counts each HTTP request as activity of its client."""
+
+    def __init__(self, app: Any, activity: Activity) -> None:
+        self.app = app
+        self.activity = activity
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = "unknown"
+        for key, value in scope.get("headers", []):
+            if key.decode("latin-1").lower() == CLIENT_HEADER.lower():
+                client = value.decode("latin-1")[:100]
+        with self.activity.request(client):
+            await self.app(scope, receive, send)

@@ -1,0 +1,151 @@
+"""A standalone MCP server that opens the store itself (``img-agent serve --http``).
+
+The engine opens and the CLIP model loads in a background thread, so ``initialize`` and
+``tools/list`` answer at once; a call that arrives earlier waits for the engine in its worker thread.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.to_thread
+
+from img_agent.config import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT
+from img_agent.errors import ImgAgentError, StoreError
+from img_agent.tools.image_tools import ImageTools, default_sandbox
+from img_agent.tools.mcp_server import ImageMCPServer, ToolsSource, create_server
+
+if TYPE_CHECKING:
+    from img_agent.config import LLMSettings, Settings
+
+logger = logging.getLogger(__name__)
+
+CLOSE_WAIT = 0.5
+"""Seconds the shutdown waits for the engine to finish opening and loading the model."""
+
+
+def build_server(
+    settings: Settings,
+    *,
+    roots: Sequence[Path] | None = None,
+    llm_settings: LLMSettings | None = None,
+) -> ImageMCPServer:
+    """The real server: one engine for ``settings``, opened and warmed up in the background.
+
+    Args:
+        settings: engine settings (data directory, model ...).
+        roots: folders the tools may read; default: ``settings.image_roots`` plus every folder
+            ever indexed into this store.
+        llm_settings: the LLM for ``ask_about_images`` and query expansion; ``None`` or not
+            enabled = no LLM.
+    """
+    llm_on = bool(llm_settings is not None and llm_settings.enabled)
+
+    @asynccontextmanager
+    async def open_tools() -> AsyncIterator[ToolsSource]:
+        future: Future[ImageTools] = Future()
+        opener = threading.Thread(
+            target=_open_tools, args=(future, settings, roots, llm_settings if llm_on else None),
+            name="img-agent-open", daemon=True,
+        )
+        opener.start()
+        try:
+            yield future
+        finally:
+            await anyio.to_thread.run_sync(_close_tools, future, opener)
+
+    return create_server(open_tools, llm_configured=llm_on)
+
+
+def _open_tools(
+    future: Future[ImageTools], settings: Settings, roots: Sequence[Path] | None, llm_settings: LLMSettings | None
+) -> None:
+    """Open the engine, build the tools, hand them over, then load the model (background thread)."""
+    try:
+        from img_agent.index.engine import Engine  # faiss, numpy: after the server is up
+
+        engine = Engine.open(settings)
+        try:
+            llm = None
+            if llm_settings is not None:
+                from img_agent.agent.llm import LLMClient
+
+                llm = LLMClient.from_settings(llm_settings)
+            tools = ImageTools(engine, default_sandbox(engine, roots), llm=llm)
+        except BaseException:
+            engine.close()
+            raise
+    except ImgAgentError as exc:
+        logger.error("Cannot open the image index: %s", exc)
+        future.set_exception(exc)
+        return
+    except Exception as exc:  # noqa: BLE001 - every tool call reports it; the traceback goes to the log
+        logger.exception("Cannot open the image index in %s", settings.data_dir)
+        future.set_exception(
+            StoreError(f"The image index in {settings.data_dir} could not be opened ({type(exc).__name__}: {exc}); see the server log.")
+        )
+        return
+    future.set_result(tools)
+    roots_text = tools.sandbox.describe_roots()
+    logger.info("Index %s open (%s); loading model %s", settings.data_dir, roots_text, settings.model)
+    try:
+        engine.warm_up()
+    except Exception as exc:  # noqa: BLE001 - the calls that need the model will report it
+        logger.error("Loading the CLIP model failed: %s", exc, exc_info=not isinstance(exc, ImgAgentError))
+    else:
+        logger.info("Model %s loaded", settings.model)
+
+
+def _close_tools(future: Future[ImageTools], opener: threading.Thread) -> None:
+    """Close the engine at shutdown, unless it is still opening or loading the model: then the
+    process exit releases it (every acknowledged write is already durable)."""
+    opener.join(timeout=CLOSE_WAIT)
+    if opener.is_alive():
+        logger.info("The index or model was still loading at shutdown; leaving it to the process exit")
+        return
+    try:
+        tools = future.result(timeout=0)
+    except Exception:  # noqa: BLE001 - opening failed and was reported then
+        return
+    tools.engine.close()
+
+
+def serve(
+    settings: Settings,
+    *,
+    roots: Sequence[Path] | None = None,
+    llm_settings: LLMSettings | None = None,
+    http: bool = False,
+    host: str = DEFAULT_HTTP_HOST,
+    port: int = DEFAULT_HTTP_PORT,
+) -> None:
+    """Run the server until the client disconnects (stdio) or the process is interrupted (HTTP)."""
+    server = build_server(settings, roots=roots, llm_settings=llm_settings)
+    if not http:
+        server.run()
+        return
+    if not _is_loopback(host):
+        logger.warning(
+            "Serving on %s: the MCP endpoint has no authentication; anyone who can reach it can search "
+            "and index images in the allowed folders.", host,
+        )
+    logger.info("MCP endpoint: http://%s:%d/mcp", host if ":" not in host else f"[{host}]", port)
+    server.run("streamable-http", host=host, port=port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
