@@ -21,13 +21,14 @@ PACKAGE = SRC / "img_agent"
 # Layers, bottom first. A module may import modules of lower layers and of its own unit; units that
 # share a layer are independent of each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors",),
-    ("config",),
+    ("errors", "locations"),
     ("results",),
+    ("config",),
     ("embed", "testing"),
     ("index", "agent"),
     ("tools",),
-    ("bench", "service"),
+    ("service",),
+    ("bench",),
     ("web",),
     ("cli",),
     ("__main__",),

@@ -11,56 +11,31 @@ environment itself.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, DotEnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from img_agent.locations import (  # noqa: F401 - where settings come from, re-exported
+    CONFIG_FILE_VARIABLE,
+    DEFAULT_HTTP_HOST,
+    DEFAULT_HTTP_PORT,
+    ENV_FILE_VARIABLE,
+    default_data_dir,
+    env_files,
+    user_config_file,
+)
+from img_agent.results import DEFAULT_TOPK, MAX_TOPK  # noqa: F401 - re-exported
 
 DEFAULT_MODEL = "ViT-B-32"
-DEFAULT_TOPK = 20
-MAX_TOPK = 1000
 DEFAULT_MERGE_THRESHOLD = 1000  # buffered vectors that trigger a merge into the main index
-DEFAULT_HTTP_HOST = "127.0.0.1"  # streamable-HTTP MCP binds to loopback unless told otherwise
-DEFAULT_HTTP_PORT = 8765
 DEFAULT_SERVICE_IDLE_TIMEOUT = 30 * 60.0
-ENV_FILE_VARIABLE = "IMG_AGENT_ENV_FILE"
-CONFIG_FILE_VARIABLE = "IMG_AGENT_CONFIG"
-
-
-def default_data_dir() -> Path:
-    """Per-user data directory following each platform's convention."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "img-agent"
-
-
-def user_config_file() -> Path:
-    """The per-user settings file (dotenv syntax): ``IMG_AGENT_CONFIG``, else ``config.env`` in the
-    platform's config folder (``$XDG_CONFIG_HOME/img-agent``, ``~/Library/Application Support/img-agent``,
-    ``%APPDATA%/img-agent``)."""
-    if os.environ.get(CONFIG_FILE_VARIABLE):
-        return Path(os.environ[CONFIG_FILE_VARIABLE]).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA", Path.home() / "AppData" / "Roaming"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "img-agent" / "config.env"
-
-
-def env_files() -> tuple[Path, ...]:
-    """The settings files read, lowest precedence first: the user config file, then ``IMG_AGENT_ENV_FILE``."""
-    files = [user_config_file()]
-    if os.environ.get(ENV_FILE_VARIABLE):
-        files.append(Path(os.environ[ENV_FILE_VARIABLE]).expanduser())
-    return tuple(f for f in files if f.is_file())
 
 
 class _FromFiles(BaseSettings):

@@ -8,8 +8,12 @@ from typing import Callable, Literal
 
 from pydantic import BaseModel, Field
 
-from img_agent.config import MAX_TOPK
 from img_agent.errors import InvalidInputError
+
+DEFAULT_TOPK = 20
+"""Results a search returns unless told otherwise."""
+MAX_TOPK = 1000
+"""Most results one search may return."""
 
 ProgressCallback = Callable[[int, "int | None", str], None]
 """``progress(done, total, message)``; total is None while unknown."""

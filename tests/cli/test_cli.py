@@ -65,11 +65,14 @@ def test_cli_errors_exit_nonzero_with_a_message(tmp_path, image_dir):
     data = tmp_path / "store"
     run("--model", "tiny-test", "index", str(image_dir), data_dir=data)
     bad = run("search", "x", "-k", "0", data_dir=data, check=False)
-    assert bad.returncode == 1 and "k must be an integer from 1 to 1000" in bad.stderr and bad.stdout == ""
+    # the tool's own validation, the same message every surface gives
+    assert bad.returncode == 1 and "'k': Input should be greater than or equal to 1" in bad.stderr and bad.stdout == ""
     bad = run("remove", "424242", data_dir=data, check=False)
     assert bad.returncode == 1 and "No live image matched 424242" in bad.stderr
     bad = run("--model", "ViT-B-32", "status", data_dir=data, check=False)
     assert bad.returncode == 1 and "holds embeddings of tiny-test" in bad.stderr
+    # settings belong to the service: a bad one stops the service that this command starts
+    run("service", "stop", data_dir=data)
     bad = run("status", data_dir=data, env={"IMG_AGENT_TOPK": "0"}, check=False)
     assert bad.returncode == 1 and "topk" in bad.stderr
     usage = run("search", data_dir=data, check=False)
@@ -92,3 +95,20 @@ def test_help_lists_every_command():
     listed = [line.split()[0] for line in lines if line.startswith("    ") and not line.startswith("     ")]
     assert listed == ["index", "search", "remove", "merge", "rebuild", "status", "service", "serve", "tools", "ask", "chat",
                       "bench"]
+
+
+def test_json_errors_are_json_on_stdout_with_the_same_exit_status(tmp_path):
+    bad = run("--json", "search", data_dir=tmp_path / "store", check=False)
+    assert bad.returncode == 1 and bad.stderr == ""
+    error = json.loads(bad.stdout)["error"]
+    assert error["type"] == "InvalidInputError" and "Give exactly one of" in error["message"]
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMG_AGENT_", "LLM_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "img_agent", "--json", "tools", "--format", "mcp"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # like `| head -c 0`: nobody reads what the command prints
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err

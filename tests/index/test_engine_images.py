@@ -186,3 +186,26 @@ def test_base64_round_trip_helper(engine, image_dir):
     data = base64.b64encode(sorted(image_dir.glob("*.png"))[0].read_bytes())
     hits = engine.search_image(base64.b64decode(data), k=1)
     assert hits[0].path.endswith(".png")
+
+
+def test_a_call_during_a_slow_model_load_answers_retry_instead_of_waiting(settings, monkeypatch):
+    from img_agent.embed import encoder as encoder_module
+    from img_agent.errors import ModelLoadingError
+
+    real = encoder_module.get_encoder
+    loading = threading.Event()
+
+    def slow_get_encoder(*args, **kwargs):
+        loading.set()
+        threading.Event().wait(1.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(encoder_module, "get_encoder", slow_get_encoder)
+    with Engine.open(settings, model_wait=0.2) as eng:
+        loader = threading.Thread(target=eng.warm_up)
+        loader.start()
+        assert loading.wait(5)
+        with pytest.raises(ModelLoadingError, match="still loading"):
+            eng.encode_text(["a dog"])
+        loader.join()
+        assert eng.encode_text(["a dog"]).shape[0] == 1  # loaded: answers now

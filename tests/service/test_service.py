@@ -198,3 +198,23 @@ def test_a_dotenv_in_the_clients_folder_is_ignored(tmp_path: Path) -> None:
     out = cli("--model", "tiny-test", "status", "--json", data_dir=None, cwd=project, env={"XDG_DATA_HOME": str(xdg)})
     assert json.loads(out.stdout)["data_dir"] == str(xdg / "img-agent")
     assert not elsewhere.exists()
+
+
+def test_a_bridge_outlives_its_service(tmp_path: Path, image_dir: Path) -> None:
+    data = tmp_path / "store"
+    cli("--model", "tiny-test", "index", str(image_dir), data_dir=data)
+
+    async def session() -> None:
+        async with stdio_client(bridge_params(data, image_dir)) as (read, write), ClientSession(read, write) as mcp:
+            await mcp.initialize()
+            assert (await mcp.call_tool("index_status", {})).structured_content["live"] == 12
+            pid = ServiceClient(data).health().pid
+            os.kill(pid, signal.SIGKILL)
+            with anyio.fail_after(30):
+                while ServiceClient(data).health() is not None:
+                    await anyio.sleep(0.05)
+            again = await mcp.call_tool("index_status", {})  # a new service, a new session, same client
+            assert not again.is_error and again.structured_content["live"] == 12
+            assert ServiceClient(data).health().pid != pid
+
+    anyio.run(session)

@@ -48,10 +48,26 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from img_agent.agent.chat import MAX_TOOL_ROUNDS, ChatSession, ChatTurn, ToolCallRecord, ToolDispatcher
-    from img_agent.agent.expand import Expansion, expand_query, expand_query_detailed, parse_query_list
+    from img_agent.agent.chat import (
+        MAX_TOOL_ROUNDS,
+        ChatSession,
+        ChatTurn,
+        ToolCallRecord,
+        ToolDispatcher,
+    )
+    from img_agent.agent.expand import (
+        Expansion,
+        expand_query,
+        expand_query_detailed,
+        parse_query_list,
+    )
     from img_agent.agent.explain import Explanation, explain_results
-    from img_agent.agent.fuse import FusedHit, FusionMethod, reciprocal_rank_fusion, score_fusion
+    from img_agent.agent.fuse import (
+        FusedHit,
+        FusionMethod,
+        reciprocal_rank_fusion,
+        score_fusion,
+    )
     from img_agent.agent.jsontext import extract_json
     from img_agent.agent.llm import ImagesNotSupportedError, LLMClient
     from img_agent.agent.prompts import PromptTemplate, load_prompt, render_prompt

@@ -21,16 +21,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from img_agent.agent.defaults import MAX_TOOL_ROUNDS
 from img_agent.agent.llm import LLMClient, Message
 from img_agent.agent.prompts import render_prompt
-from img_agent.errors import ImgAgentError, InvalidInputError, LLMError, LLMNotConfiguredError
+from img_agent.errors import (
+    ImgAgentError,
+    InvalidInputError,
+    LLMError,
+    LLMNotConfiguredError,
+)
 
 logger = logging.getLogger(__name__)
 
 ToolDispatcher = Callable[[str, str], str]
 """``dispatch(tool_name, arguments_json) -> result_json``; errors come back as ``{"error": ...}`` JSON."""
 
-MAX_TOOL_ROUNDS = 10
 MAX_TOOL_RESULT_CHARS = 20_000
 """Tool results longer than this are cut before they go to the model."""
 

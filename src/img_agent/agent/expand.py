@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, Field
 
+from img_agent.agent.defaults import DEFAULT_VARIANTS, MAX_VARIANTS
 from img_agent.agent.jsontext import extract_json
 from img_agent.agent.llm import LLMClient
 from img_agent.agent.prompts import render_prompt
@@ -23,10 +24,6 @@ from img_agent.errors import InvalidInputError, LLMError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_VARIANTS = 3
-"""Variants asked for besides the original query."""
-
-MAX_VARIANTS = 10
 MAX_VARIANT_CHARS = 300
 """Longer lines are prose, not search queries, and are dropped."""
 MAX_PLAIN_LINE_WORDS = 20

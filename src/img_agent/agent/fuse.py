@@ -29,16 +29,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal
 
 from pydantic import Field
 
+from img_agent.agent.defaults import DEFAULT_RRF_K, FUSION_METHODS, FusionMethod
 from img_agent.errors import InvalidInputError
 from img_agent.results import SearchHit
-
-FusionMethod = Literal["rrf", "max", "mean"]
-FUSION_METHODS: tuple[str, ...] = get_args(FusionMethod)
-DEFAULT_RRF_K = 60
 
 RankedLists = Sequence[tuple[str, Sequence[SearchHit]]]
 """``[(query, hits best first), ...]``."""

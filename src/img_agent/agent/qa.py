@@ -13,8 +13,14 @@ import re
 
 from pydantic import BaseModel, Field
 
+from img_agent.agent.defaults import DEFAULT_QA_K
 from img_agent.agent.expand import Expansion, clean_query, expand_query_detailed
-from img_agent.agent.explain import DEFAULT_MAX_IMAGES, collect_thumbnails, describe_hit, image_note
+from img_agent.agent.explain import (
+    DEFAULT_MAX_IMAGES,
+    collect_thumbnails,
+    describe_hit,
+    image_note,
+)
 from img_agent.agent.fuse import FusedHit
 from img_agent.agent.llm import LabeledImage, LLMClient
 from img_agent.agent.prompts import render_prompt
@@ -25,7 +31,6 @@ from img_agent.results import SearchFilter, check_k
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_QA_K = 5
 QA_VARIANTS = 2
 """Search variants asked for when expanding a question."""
 

@@ -19,14 +19,18 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
-from img_agent.agent.expand import DEFAULT_VARIANTS, Expansion, clean_query, expand_query_detailed
+from img_agent.agent.expand import (
+    DEFAULT_VARIANTS,
+    Expansion,
+    clean_query,
+    expand_query_detailed,
+)
 from img_agent.agent.explain import DEFAULT_MAX_IMAGES, explain_results
 from img_agent.agent.fuse import DEFAULT_RRF_K, FusedHit, FusionMethod, fuse
 from img_agent.agent.llm import LLMClient
 from img_agent.agent.protocols import RetrievalEngine
-from img_agent.config import DEFAULT_TOPK, MAX_TOPK
 from img_agent.errors import InvalidInputError
-from img_agent.results import SearchFilter, check_k
+from img_agent.results import DEFAULT_TOPK, MAX_TOPK, SearchFilter, check_k
 
 logger = logging.getLogger(__name__)
 

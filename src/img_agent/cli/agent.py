@@ -13,14 +13,16 @@ import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from img_agent.agent.chat import MAX_TOOL_ROUNDS, ChatSession, ToolDispatcher
-from img_agent.agent.expand import DEFAULT_VARIANTS, MAX_VARIANTS
-from img_agent.agent.fuse import DEFAULT_RRF_K, FUSION_METHODS
-from img_agent.agent.qa import DEFAULT_QA_K
+from typing import TYPE_CHECKING
+
+from img_agent.agent.defaults import DEFAULT_QA_K, DEFAULT_RRF_K, DEFAULT_VARIANTS, FUSION_METHODS, MAX_TOOL_ROUNDS, MAX_VARIANTS
 from img_agent.cli import output
 from img_agent.cli.context import CLIContext, add_llm_arguments
 from img_agent.errors import ImgAgentError, InvalidInputError, LLMNotConfiguredError
-from img_agent.results import SearchFilter
+
+if TYPE_CHECKING:
+    from img_agent.agent.chat import ToolDispatcher
+    from img_agent.results import SearchFilter
 
 
 def add_rag_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,9 +74,8 @@ def build_tools(ctx: CLIContext) -> tuple[list[dict[str, Any]], ToolDispatcher]:
     """Chat Completions tool schemas, and a dispatcher running the model's calls on the store's tools."""
     from img_agent.tools.openai_tools import chat_completions_tools, dispatch
 
-    tools = ctx.tools()
     if ctx.remote:
-        client = tools.client
+        client = ctx.client()
 
         def run(name: str, arguments: str) -> str:
             try:
@@ -82,6 +83,7 @@ def build_tools(ctx: CLIContext) -> tuple[list[dict[str, Any]], ToolDispatcher]:
             except ImgAgentError as exc:
                 return json.dumps({"error": str(exc)})
     else:
+        tools = ctx.local_tools()
 
         def run(name: str, arguments: str) -> str:
             return dispatch(tools, name, arguments)
@@ -99,7 +101,7 @@ def run_rag_search(ctx: CLIContext, text: str, k: int | None, flt: SearchFilter 
                          rrf_k=args.rrf_k, path_prefix=flt.path_prefix if flt else None,
                          path_glob=flt.path_glob if flt else None)
     if ctx.remote:
-        result = RagResult.model_validate(ctx.tools().client.request("POST", RAG_PATH, request.model_dump()))
+        result = RagResult.model_validate(ctx.client().request("POST", RAG_PATH, request.model_dump()))
     else:
         result = request.run(ctx.engine(), ctx.llm())
     ctx.emit(result, lambda: output.print_rag_result(result))
@@ -115,7 +117,7 @@ def cmd_ask(ctx: CLIContext) -> int:
     request = QARequest(question=args.question, k=args.k, expand=not args.no_expand, path_prefix=args.prefix,
                         path_glob=args.glob)
     if ctx.remote:
-        result = QAResult.model_validate(ctx.tools().client.request("POST", QA_PATH, request.model_dump()))
+        result = QAResult.model_validate(ctx.client().request("POST", QA_PATH, request.model_dump()))
     else:
         result = request.run(ctx.engine(), ctx.llm())
     ctx.emit(result, lambda: output.print_qa_result(result))
@@ -145,6 +147,8 @@ def cmd_chat(ctx: CLIContext) -> int:
             "chat needs an LLM: set LLM_BASE_URL and/or LLM_API_KEY (and LLM_MODEL) in the environment or .env, "
             "or pass --llm-base-url."
         )
+    from img_agent.agent.chat import ChatSession
+
     tools, dispatch = build_tools(ctx)
     session = ChatSession(llm, tools, dispatch, max_rounds=args.max_rounds)
     interactive = sys.stdin.isatty()

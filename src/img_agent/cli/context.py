@@ -16,17 +16,16 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from img_agent.cli import output
-from img_agent.config import LLMSettings, Settings
 from img_agent.errors import ConfigError, ModelMismatchError
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from img_agent.agent.llm import LLMClient
+    from img_agent.config import LLMSettings, Settings
     from img_agent.index.engine import Engine
     from img_agent.service.client import ServiceClient
-    from img_agent.service.remote import RemoteTools
     from img_agent.tools.image_tools import ImageTools
 
 CLI_ROOTS = ["/"]
@@ -70,6 +69,10 @@ def llm_settings(args: argparse.Namespace) -> LLMSettings:
     Raises:
         ConfigError: a flag or ``LLM_*`` value is invalid.
     """
+    from pydantic import ValidationError
+
+    from img_agent.config import LLMSettings
+
     given = {field: getattr(args, flag) for flag, field in LLM_FLAGS.items() if getattr(args, flag, None) is not None}
     try:
         return LLMSettings(**given)
@@ -93,7 +96,8 @@ class CLIContext:
         self._engine: Engine | None = None
         self._llm: LLMClient | None = None
         self._llm_built = False
-        self._tools: ImageTools | RemoteTools | None = None
+        self._tools: ImageTools | None = None
+        self._client: ServiceClient | None = None
         self.no_service = bool(getattr(args, "no_service", False))
 
     def settings(self, **overrides: Any) -> Settings:
@@ -102,6 +106,10 @@ class CLIContext:
         Raises:
             ConfigError: a flag or ``IMG_AGENT_*`` value is invalid.
         """
+        from pydantic import ValidationError
+
+        from img_agent.config import Settings
+
         if self._settings is None or overrides:
             given = {k: getattr(self.args, k) for k in GLOBAL_SETTINGS if getattr(self.args, k, None) is not None}
             given.update({k: v for k, v in overrides.items() if v is not None})
@@ -141,42 +149,57 @@ class CLIContext:
 
     def service(self, *, client: str = "cli", roots: list[str] | None = CLI_ROOTS) -> ServiceClient:
         """A client of the store's service (not started yet), carrying this command's ``--llm-*`` flags."""
+        from img_agent.locations import data_dir
         from img_agent.service.client import ServiceClient
 
         llm = {field: getattr(self.args, flag) for flag, field in LLM_FLAGS.items()
                if getattr(self.args, flag, None) is not None}
-        return ServiceClient(self.settings().data_dir, launch_args=self.launch_args(), client=client, roots=roots,
-                             llm=llm)
+        return ServiceClient(data_dir(getattr(self.args, "data_dir", None)), launch_args=self.launch_args(),
+                             client=client, roots=roots, llm=llm)
 
-    def tools(self) -> ImageTools | RemoteTools:
-        """The store's tools: its service's (started if needed), or with ``--no-service`` an engine opened here."""
+    def local_tools(self) -> ImageTools:
+        """With ``--no-service``: the tools over an engine opened in this process."""
         if self._tools is None:
-            if self.no_service:
-                from img_agent.tools.image_tools import ImageTools
-                from img_agent.tools.sandbox import Sandbox
+            from img_agent.tools.image_tools import ImageTools
+            from img_agent.tools.sandbox import Sandbox
 
-                engine = self.engine()
-                sandbox = Sandbox(CLI_ROOTS, max_file_bytes=engine.settings.max_file_bytes)
-                self._tools = ImageTools(engine, sandbox, llm=self.llm())
-            else:
-                from img_agent.service.remote import RemoteTools
-
-                client = self.service()
-                health = client.ensure()
-                model = getattr(self.args, "model", None)
-                if model is not None and model != health.model:
-                    raise ModelMismatchError(
-                        f"The store at {client.paths.data_dir} holds embeddings of {health.model} (its service runs "
-                        f"that model), not {model}; mixing embedding spaces would give meaningless results. Drop "
-                        "--model, or use another --data-dir for the other model."
-                    )
-                self._tools = RemoteTools(client)
+            engine = self.engine()
+            sandbox = Sandbox(CLI_ROOTS, max_file_bytes=engine.settings.max_file_bytes)
+            self._tools = ImageTools(engine, sandbox, llm=self.llm())
         return self._tools
+
+    def _started_service(self) -> ServiceClient:
+        client = self.service()
+        health = client.ensure()
+        model = getattr(self.args, "model", None)
+        if model is not None and model != health.model:
+            raise ModelMismatchError(
+                f"The store at {client.paths.data_dir} holds embeddings of {health.model} (its service runs "
+                f"that model), not {model}; mixing embedding spaces would give meaningless results. Drop "
+                "--model, or use another --data-dir for the other model."
+            )
+        return client
 
     @property
     def remote(self) -> bool:
-        """Whether :meth:`tools` go through the service."""
+        """Whether tool calls go through the store's service (else ``--no-service``: this process)."""
         return not self.no_service
+
+    def client(self) -> ServiceClient:
+        """The client of the store's service, which runs (started if needed) and serves this store's model."""
+        if self._client is None:
+            self._client = self._started_service()
+        return self._client
+
+    def call(self, name: str, **arguments: Any) -> dict[str, Any]:
+        """Call tool ``name`` and return its result as JSON data (as every tool surface does): through the
+        service, without importing the tool definitions, or on the tools of this process."""
+        if self.remote:
+            return self.client().call_tool(name, arguments)
+        from img_agent.tools.image_tools import get_spec
+
+        spec = get_spec(name)
+        return spec.call(self.local_tools(), spec.parse(arguments)).model_dump(mode="json")
 
     def emit(self, result: Any, human: Callable[[], None]) -> None:
         """Print ``result`` as JSON with ``--json``, else call the human renderer."""

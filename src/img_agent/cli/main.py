@@ -19,7 +19,7 @@ from pathlib import Path
 from img_agent import __version__
 from img_agent.cli import agent, bench, output, service, store, tools
 from img_agent.cli.context import CLIContext
-from img_agent.config import ENV_FILE_VARIABLE
+from img_agent.locations import ENV_FILE_VARIABLE
 from img_agent.errors import ConfigError, ImgAgentError
 
 

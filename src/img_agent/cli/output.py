@@ -11,20 +11,16 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pydantic import BaseModel
-
 if TYPE_CHECKING:
     from img_agent.agent.chat import ChatTurn
     from img_agent.agent.qa import QAResult
     from img_agent.agent.rag import RagResult
-    from img_agent.results import AddReport, IndexStatus, JobInfo, MaintenanceReport, RemoveReport, SearchHit
-    from img_agent.service.status import ServiceStatus
 
 
 # -- JSON ----------------------------------------------------------------------------------------
 def jsonable(value: Any) -> Any:
     """Plain JSON data for a result model, or a list / dict holding them."""
-    if isinstance(value, BaseModel):
+    if hasattr(value, "model_dump"):  # a pydantic result model
         return value.model_dump(mode="json")
     if isinstance(value, list):
         return [jsonable(v) for v in value]
@@ -64,31 +60,34 @@ def progress_bar(desc: str):
     return update
 
 
-# -- the store commands --------------------------------------------------------------------------
-def print_hits(hits: Sequence[SearchHit]) -> None:
+# -- the store commands (they render the tools' JSON results) ------------------------------------
+Json = dict[str, Any]
+
+
+def print_hits(hits: Sequence[Json]) -> None:
     """The search results table: rank, score, id, path."""
     if not hits:
         print("No results (the index is empty or nothing matched the filter).")
         return
     print(f"{'rank':>4}  {'score':>7}  {'id':>7}  path")
     for h in hits:
-        print(f"{h.rank:>4}  {h.score:>7.4f}  {h.id:>7}  {h.path}")
+        print(f"{h['rank']:>4}  {h['score']:>7.4f}  {h['id']:>7}  {h['path']}")
 
 
-def print_status(st: IndexStatus) -> None:
-    """``status``: one aligned ``key  value`` row per fact, then the advice."""
+def print_status(st: Json) -> None:
+    """``status``: one aligned ``key  value`` row per fact, then the advice and the jobs."""
     rows = [
-        ("images (live)", f"{st.live:,}"), ("in main index", f"{st.main:,}"), ("in buffer", f"{st.buffer:,}"),
-        ("removed, awaiting rebuild", f"{st.deleted:,}"), ("index", st.index),
-        ("index string", st.index_string), ("nlist / nprobe", f"{st.nlist or '-'} / {st.nprobe or '-'}"),
-        ("model", f"{st.model} ({st.pretrained}), {st.dim}-d"), ("generation", str(st.generation)),
-        ("data dir", st.data_dir), ("size on disk", _human_bytes(st.bytes_on_disk)),
-        ("last merge", _when(st.last_merge)), ("last rebuild", _when(st.last_rebuild)),
+        ("images (live)", f"{st['live']:,}"), ("in main index", f"{st['main']:,}"), ("in buffer", f"{st['buffer']:,}"),
+        ("removed, awaiting rebuild", f"{st['deleted']:,}"), ("index", st["index"]),
+        ("index string", st["index_string"]), ("nlist / nprobe", f"{st['nlist'] or '-'} / {st['nprobe'] or '-'}"),
+        ("model", f"{st['model']} ({st['pretrained']}), {st['dim']}-d"), ("generation", str(st["generation"])),
+        ("data dir", st["data_dir"]), ("size on disk", _human_bytes(st["bytes_on_disk"])),
+        ("last merge", _when(st["last_merge"])), ("last rebuild", _when(st["last_rebuild"])),
     ]
     _print_rows(rows)
-    for hint in st.hints:
+    for hint in st["hints"]:
         print(f"hint: {hint}")
-    _print_jobs(st.jobs)
+    _print_jobs(st.get("jobs", []))
 
 
 def _print_rows(rows: Sequence[tuple[str, str]]) -> None:
@@ -97,27 +96,30 @@ def _print_rows(rows: Sequence[tuple[str, str]]) -> None:
         print(f"{key:<{width}}  {value}")
 
 
-def _print_jobs(jobs: Sequence[JobInfo]) -> None:
+def _print_jobs(jobs: Sequence[Json]) -> None:
     for job in jobs:
-        total = f"/{job.total:,}" if job.total is not None else ""
-        extra = f": {job.failure}" if job.failure else (f" ({job.message})" if job.message and job.state == "running" else "")
-        print(f"job {job.id}  {job.state}  {job.done:,}{total}  {job.description}{extra}")
+        total = f"/{job['total']:,}" if job["total"] is not None else ""
+        running = job["state"] == "running" and job["message"]
+        extra = f": {job['failure']}" if job["failure"] else (f" ({job['message']})" if running else "")
+        print(f"job {job['id']}  {job['state']}  {job['done']:,}{total}  {job['description']}{extra}")
 
 
-def print_service_status(st: ServiceStatus) -> None:
+def print_service_status(st: Json) -> None:
     """``service status``: the process, its clients and model, then its jobs."""
-    model = f"{st.model.name} ({st.model.pretrained}): {st.model.state}"
-    if st.model.seconds is not None:
-        model += f" ({st.model.seconds:.1f} s)"
-    if st.model.error:
-        model += f": {st.model.error}"
+    m = st["model"]
+    model = f"{m['name']} ({m['pretrained']}): {m['state']}"
+    if m["seconds"] is not None:
+        model += f" ({m['seconds']:.1f} s)"
+    if m["error"]:
+        model += f": {m['error']}"
     _print_rows([
-        ("pid", str(st.pid)), ("version", st.version), ("data dir", st.data_dir), ("socket", st.socket),
-        ("log", st.log), ("started", _when(st.started)), ("uptime", f"{st.uptime_s:,.0f} s"),
-        ("clients", ", ".join(st.clients) or "none"), ("idle", f"{st.idle_for_s:,.0f} s of {st.idle_timeout_s:,.0f} s"),
-        ("memory (RSS)", _human_bytes(st.memory_rss_bytes)), ("model", model),
+        ("pid", str(st["pid"])), ("version", st["version"]), ("data dir", st["data_dir"]), ("socket", st["socket"]),
+        ("log", st["log"]), ("started", _when(st["started"])), ("uptime", f"{st['uptime_s']:,.0f} s"),
+        ("clients", ", ".join(st["clients"]) or "none"),
+        ("idle", f"{st['idle_for_s']:,.0f} s of {st['idle_timeout_s']:,.0f} s"),
+        ("memory (RSS)", _human_bytes(st["memory_rss_bytes"])), ("model", model),
     ])
-    _print_jobs(st.jobs)
+    _print_jobs(st["jobs"])
 
 
 def _human_bytes(n: float) -> str:
@@ -134,28 +136,29 @@ def _when(ts: float | None) -> str:
     return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def print_add_report(report: AddReport, maintenance: Sequence[MaintenanceReport], *, pruned: bool) -> None:
+def print_add_report(report: Json, maintenance: Sequence[Json], *, pruned: bool) -> None:
     """``index``: the counts, each skipped file with its reason, then any merge or rebuild that followed."""
-    removed = f", removed (files gone) {len(report.removed_missing):,}" if pruned else ""
-    print(f"Added {len(report.added):,}, unchanged {report.unchanged:,}, replaced {len(report.replaced):,}, "
-          f"skipped {len(report.skipped):,}{removed}")
-    for item in report.skipped:
-        print(f"  skipped {item.path}: {item.reason}")
+    removed = f", removed (files gone) {len(report['removed_missing']):,}" if pruned else ""
+    print(f"Added {len(report['added']):,}, unchanged {report['unchanged']:,}, replaced {len(report['replaced']):,}, "
+          f"skipped {len(report['skipped']):,}{removed}")
+    for item in report["skipped"]:
+        print(f"  skipped {item['path']}: {item['reason']}")
     for m in maintenance:
-        print(f"{m.operation}: {m.moved:,} vectors into {m.index} (generation {m.generation}) in {m.seconds:.1f} s")
+        print(f"{m['operation']}: {m['moved']:,} vectors into {m['index']} (generation {m['generation']}) "
+              f"in {m['seconds']:.1f} s")
 
 
-def print_remove_report(report: RemoveReport) -> None:
-    print(f"Removed {len(report.removed):,} image(s): invisible to search now, dropped from disk at the next rebuild.")
-    for item in report.not_found:
+def print_remove_report(report: Json) -> None:
+    print(f"Removed {len(report['removed']):,} image(s): invisible to search now, dropped from disk at the next rebuild.")
+    for item in report["not_found"]:
         print(f"  not found: {item}")
 
 
-def print_maintenance_report(op: str, report: MaintenanceReport) -> None:
+def print_maintenance_report(op: str, report: Json) -> None:
     """``merge`` / ``rebuild`` (``op``): what moved where, and how long it took."""
-    extra = f", dropped {report.dropped:,} removed" if op == "rebuild" else ""
-    print(f"{'Merged' if op == 'merge' else 'Rebuilt'}: {report.moved:,} vectors{extra}; index {report.index}, "
-          f"generation {report.generation}, {report.seconds:.2f} s" + (" (trained)" if report.retrained else ""))
+    extra = f", dropped {report['dropped']:,} removed" if op == "rebuild" else ""
+    print(f"{'Merged' if op == 'merge' else 'Rebuilt'}: {report['moved']:,} vectors{extra}; index {report['index']}, "
+          f"generation {report['generation']}, {report['seconds']:.2f} s" + (" (trained)" if report["retrained"] else ""))
 
 
 # -- the LLM commands ----------------------------------------------------------------------------

@@ -66,14 +66,12 @@ def cmd_stop(ctx: CLIContext) -> int:
 
 def cmd_status(ctx: CLIContext) -> int:
     """The running service's status; exit status 3 when none runs (nothing is started)."""
-    from img_agent.service.status import ServiceStatus
-
     client = ctx.service()
     if client.health() is None:
         ctx.emit({"running": False, "data_dir": str(client.paths.data_dir)},
                  lambda: print(f"No service runs for {client.paths.data_dir}; the next command starts one.",
                                file=sys.stdout))
         return 3
-    status = ServiceStatus.model_validate(client.status())
-    ctx.emit({"running": True, **status.model_dump(mode="json")}, lambda: output.print_service_status(status))
+    status = client.status()
+    ctx.emit({"running": True, **status}, lambda: output.print_service_status(status))
     return 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from img_agent.cli import agent, output
 from img_agent.cli.context import CLIContext
 from img_agent.errors import ImgAgentError, InvalidInputError
-from img_agent.results import AddReport, SearchFilter, check_k
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -55,30 +55,32 @@ def _absolute(path: str) -> str:
 JOB_POLL_S = 0.2
 
 
-def _add(ctx: CLIContext, paths: list[str], *, recursive: bool, prune: bool) -> AddReport:
+def _add(ctx: CLIContext, paths: list[str], *, recursive: bool, prune: bool) -> dict[str, Any]:
     """Index through the tools: a job followed with a progress bar; Ctrl-C cancels it (keeping what it added)."""
-    tools = ctx.tools()
     bar = output.progress_bar("indexing")
     try:
         if not ctx.remote:
-            return tools.add_images(paths, recursive=recursive, prune=prune, progress=bar)
-        started = tools.add_images(paths, recursive=recursive, prune=prune, wait=False)
-        job = started.job
+            report = ctx.local_tools().add_images(paths, recursive=recursive, prune=prune, progress=bar)
+            return report.model_dump(mode="json")
+        client = ctx.client()
+        started = client.call_tool("add_images", {"paths": paths, "recursive": recursive, "prune": prune,
+                                                  "wait": False})
+        job = started["job"]
         if job is None:  # finished within the call
             return started
         try:
-            while job.state == "running":
-                bar(job.done, job.total, job.message)
+            while job["state"] == "running":
+                bar(job["done"], job["total"], job["message"])
                 time.sleep(JOB_POLL_S)
-                job = tools.job(job.id)
+                job = client.request("GET", f"/api/jobs/{job['id']}")
         except KeyboardInterrupt:
-            tools.cancel_job(job.id)
+            client.request("POST", f"/api/jobs/{job['id']}/cancel", {})
             raise
-        bar(job.done, job.total, job.message)
-        if job.state == "failed":
-            raise ImgAgentError(job.failure or "indexing failed; see the service log ('img-agent service status').")
-        report = AddReport.model_validate(job.result)
-        return report.model_copy(update={"skipped": started.skipped + report.skipped})
+        bar(job["done"], job["total"], job["message"])
+        if job["state"] == "failed":
+            raise ImgAgentError(job["failure"] or "indexing failed; see 'img-agent service status' and its log.")
+        report = job["result"]
+        return {**report, "skipped": started["skipped"] + report["skipped"]}
     finally:
         bar.close()
 
@@ -89,12 +91,11 @@ def cmd_index(ctx: CLIContext) -> int:
     report = _add(ctx, [_absolute(p) for p in args.paths], recursive=not args.no_recursive, prune=args.prune)
     maintenance = []
     if ctx.settings().auto_rebuild and not args.no_maintain:
-        tools = ctx.tools()
-        status = tools.index_status()
-        if status.rebuild_advised:
-            maintenance.append(tools.rebuild_index())
-        elif status.merge_advised:
-            maintenance.append(tools.merge_buffer())
+        status = ctx.call("index_status")
+        if status["rebuild_advised"]:
+            maintenance.append(ctx.call("rebuild_index"))
+        elif status["merge_advised"]:
+            maintenance.append(ctx.call("merge_buffer"))
     ctx.emit({"report": report, "maintenance": maintenance},
              lambda: output.print_add_report(report, maintenance, pruned=args.prune))
     return 0
@@ -107,20 +108,19 @@ def cmd_search(ctx: CLIContext) -> int:
     if len(given) != 1:
         raise InvalidInputError("Give exactly one of: TEXT, --image PATH, --similar ID.")
     if args.expand:
+        from img_agent.results import SearchFilter
+
         if args.text is None:
             raise InvalidInputError("--expand works with a text query.")
         return agent.run_rag_search(ctx, args.text, args.k, SearchFilter.of(args.prefix, args.glob))
-    if args.k is not None:
-        check_k(args.k, args.k)  # the one k message, before anything starts
-    tools = ctx.tools()
     where = {"k": args.k, "path_prefix": args.prefix, "path_glob": args.glob}
     if args.text is not None:
-        result = tools.search_by_text(args.text, **where)
+        result = ctx.call("search_by_text", query=args.text, **where)
     elif args.image is not None:
-        result = tools.search_by_image(path=_absolute(args.image), **where)
+        result = ctx.call("search_by_image", path=_absolute(args.image), **where)
     else:
-        result = tools.search_by_image(image_id=args.similar, **where)
-    hits = result.hits
+        result = ctx.call("search_by_image", image_id=args.similar, **where)
+    hits = result["hits"]
     ctx.emit(hits, lambda: output.print_hits(hits))
     return 0
 
@@ -129,24 +129,24 @@ def cmd_remove(ctx: CLIContext) -> int:
     """Items that are all digits are ids; anything else is a file or folder path."""
     ids = [int(item) for item in ctx.args.items if item.isdigit()]
     paths = [_absolute(item) for item in ctx.args.items if not item.isdigit()]
-    report = ctx.tools().remove_images(ids=ids or None, paths=paths or None)
+    report = ctx.call("remove_images", ids=ids or None, paths=paths or None)
     ctx.emit(report, lambda: output.print_remove_report(report))
     return 0
 
 
 def cmd_merge(ctx: CLIContext) -> int:
-    report = ctx.tools().merge_buffer()
+    report = ctx.call("merge_buffer")
     ctx.emit(report, lambda: output.print_maintenance_report("merge", report))
     return 0
 
 
 def cmd_rebuild(ctx: CLIContext) -> int:
-    report = ctx.tools().rebuild_index(index_string=ctx.args.index_string)
+    report = ctx.call("rebuild_index", index_string=ctx.args.index_string)
     ctx.emit(report, lambda: output.print_maintenance_report("rebuild", report))
     return 0
 
 
 def cmd_status(ctx: CLIContext) -> int:
-    st = ctx.tools().index_status()
+    st = ctx.call("index_status")
     ctx.emit(st, lambda: output.print_status(st))
     return 0

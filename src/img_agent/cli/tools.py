@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from img_agent.cli import output
 from img_agent.cli.context import llm_settings
-from img_agent.config import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT
+from img_agent.locations import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT
 from img_agent.errors import ConfigError
 
 if TYPE_CHECKING:

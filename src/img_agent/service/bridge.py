@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 from img_agent.errors import ImgAgentError
 from img_agent.service.client import ServiceClient
-from img_agent.service.transport import CONNECT_ERRORS, UnixHTTPConnection, iter_sse
+from img_agent.service.transport import CONNECT_ERRORS, iter_sse, open_request
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +77,14 @@ class Bridge:
 
     def _post(self, message: dict[str, Any], *, relay: bool = True) -> dict[str, Any] | None:
         """POST one message; relay what streams back (unless ``relay`` is off) and return the response."""
-        conn = UnixHTTPConnection(self.client.paths.socket, timeout=None)
+        resp = open_request(self.client.paths.socket, "POST", MCP_PATH, json.dumps(message).encode(),
+                            headers=self._headers())
         try:
-            conn.request("POST", MCP_PATH, body=json.dumps(message).encode(), headers=self._headers())
-            resp = conn.getresponse()
             if resp.status == 404 and self._session:
-                resp.read()
                 raise _SessionLost
             if message.get("method") == "initialize" and resp.status == 200:
-                self._session = resp.getheader(SESSION_HEADER) or self._session
+                self._session = resp.header(SESSION_HEADER) or self._session
             if resp.status == 202:
-                resp.read()
                 return None
             if resp.status >= 400:
                 body = resp.read().decode("utf-8", "replace")
@@ -98,9 +95,9 @@ class Bridge:
                             self._write(parsed)
                         return parsed
                 raise ImgAgentError(f"the img-agent service answered HTTP {resp.status}: {body[:300]}")
-            kind = (resp.getheader("content-type") or "").split(";")[0].strip()
+            kind = (resp.header("content-type") or "").split(";")[0].strip()
             final = None
-            events = iter_sse(resp) if kind == "text/event-stream" else [resp.read().decode("utf-8")]
+            events = iter_sse(resp.lines()) if kind == "text/event-stream" else [resp.read().decode("utf-8")]
             for data in events:
                 if not data.strip():
                     continue
@@ -112,7 +109,7 @@ class Bridge:
                     self._write(data)
             return final
         finally:
-            conn.close()
+            resp.close()
 
     def _renew(self, generation: int) -> None:
         """Open a new session (starting the service if needed) with the client's initialize message."""
@@ -170,22 +167,18 @@ class Bridge:
 
         def listen() -> None:
             while not self._closing.is_set() and session == self._session:
-                conn = UnixHTTPConnection(self.client.paths.socket, timeout=None)
+                head = {k: v for k, v in self._headers().items() if k != "Content-Type"}
+                head["Accept"] = "text/event-stream"
                 try:
-                    head = {k: v for k, v in self._headers().items() if k != "Content-Type"}
-                    head["Accept"] = "text/event-stream"
-                    conn.request("GET", MCP_PATH, headers=head)
-                    resp = conn.getresponse()
+                    resp = open_request(self.client.paths.socket, "GET", MCP_PATH, headers=head)
                     if resp.status != 200:
-                        resp.read()
+                        resp.close()
                         return  # no such stream on this server, or the session is gone: calls will renew it
-                    for data in iter_sse(resp):
+                    for data in iter_sse(resp.lines()):
                         if data.strip():
                             self._write(data)
                 except (*CONNECT_ERRORS, OSError):
                     return
-                finally:
-                    conn.close()
 
         threading.Thread(target=listen, name="img-agent-bridge-listen", daemon=True).start()
 
@@ -232,10 +225,7 @@ class Bridge:
         if not self._session:
             return
         with contextlib.suppress(Exception):
-            conn = UnixHTTPConnection(self.client.paths.socket, timeout=2)
-            conn.request("DELETE", MCP_PATH, headers=self._headers())
-            conn.getresponse().read()
-            conn.close()
+            open_request(self.client.paths.socket, "DELETE", MCP_PATH, headers=self._headers(), timeout=2).read()
 
 
 def run_bridge(client: ServiceClient) -> int:

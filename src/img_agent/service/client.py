@@ -10,12 +10,9 @@ only runs once it holds the store's lock, so one service serves a store whatever
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +23,7 @@ from typing import Any, TypeVar
 from img_agent import __version__, errors
 from img_agent.errors import ImgAgentError, ModelLoadingError, ServiceError, StoreInUseError
 from img_agent.service.paths import ServicePaths
-from img_agent.service.transport import CONNECT_ERRORS, UnixHTTPConnection, request_json
+from img_agent.service.transport import CONNECT_ERRORS, open_request, request_json
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -140,6 +137,8 @@ class ServiceClient:
 
     @contextlib.contextmanager
     def _start_lock(self) -> Iterator[None]:
+        import fcntl
+
         fd = os.open(self.paths.start_lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         try:
             deadline = time.monotonic() + START_TIMEOUT
@@ -158,6 +157,8 @@ class ServiceClient:
 
     def _start(self) -> Health:
         """Start the service detached and wait until it answers."""
+        import subprocess
+
         cmd = [sys.executable, "-m", "img_agent", "--data-dir", str(self.paths.data_dir), *self.launch_args,
                "service", "start", "--foreground"]
         self.paths.data_dir.mkdir(parents=True, exist_ok=True)
@@ -198,6 +199,8 @@ class ServiceClient:
 
     def _stop(self, health: Health) -> None:
         """Ask the service to stop and wait for its process to end (ended by a signal if it will not)."""
+        import signal
+
         with contextlib.suppress(*CONNECT_ERRORS, OSError):
             request_json(self.paths.socket, "POST", "/api/service/stop", {}, headers=self.headers, timeout=5)
         if not wait_for_exit(health.pid, STOP_TIMEOUT):
@@ -253,14 +256,9 @@ class ServiceClient:
         """A request whose body and answer are text as is (a model's raw function-call arguments)."""
 
         def once() -> str:
-            conn = UnixHTTPConnection(self.paths.socket, timeout=None)
-            try:
-                conn.request(method, url, body=body.encode("utf-8"),
-                             headers={"Content-Type": "application/json", **self.headers})
-                resp = conn.getresponse()
-                text = resp.read().decode("utf-8", "replace")
-            finally:
-                conn.close()
+            resp = open_request(self.paths.socket, method, url, body.encode("utf-8"),
+                                headers={"Content-Type": "application/json", **self.headers})
+            text = resp.read().decode("utf-8", "replace")
             if resp.status >= 400:
                 raise _error_from(json.loads(text) if text.strip().startswith("{") else None, resp.status)
             return text

@@ -13,7 +13,6 @@ import hashlib
 import os
 import stat
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,12 @@ def runtime_dir() -> Path:
     base = os.environ.get("XDG_RUNTIME_DIR")
     if base and Path(base).is_dir():
         return Path(base) / "img-agent"
+    return _temp_runtime_dir()
+
+
+def _temp_runtime_dir() -> Path:
+    import tempfile
+
     uid = os.getuid() if hasattr(os, "getuid") else 0
     return Path(tempfile.gettempdir()) / f"img-agent-{uid}"
 
@@ -72,7 +77,7 @@ class ServicePaths:
         run = runtime_dir()
         socket = run / f"{key}.sock"
         if len(os.fsencode(socket)) > MAX_SOCKET_PATH:
-            run = Path(tempfile.gettempdir()) / f"img-agent-{os.getuid() if hasattr(os, 'getuid') else 0}"
+            run = _temp_runtime_dir()
             socket = run / f"{key}.sock"
         return cls(data_dir=real, socket=socket, start_lock=run / f"{key}.start.lock", log=real / "service.log")
 

@@ -14,8 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from img_agent.agent.expand import DEFAULT_VARIANTS, MAX_VARIANTS
 from img_agent.agent.fuse import DEFAULT_RRF_K, FusionMethod
 from img_agent.agent.qa import DEFAULT_QA_K
-from img_agent.config import MAX_TOPK
-from img_agent.results import SearchFilter, check_k
+from img_agent.results import MAX_TOPK, SearchFilter, check_k
 
 if TYPE_CHECKING:
     from img_agent.agent.llm import LLMClient

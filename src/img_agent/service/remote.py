@@ -51,8 +51,11 @@ class RemoteTools:
     def job(self, job_id: str) -> JobInfo:
         return JobInfo.model_validate(self.client.request("GET", f"/api/jobs/{job_id}"))
 
-    def cancel_job(self, job_id: str) -> JobInfo:
-        return JobInfo.model_validate(self.client.request("POST", f"/api/jobs/{job_id}/cancel", {}))
+    def dispatch(self, name: str, arguments: str | None) -> str:
+        """A model's function call (its raw JSON arguments) answered as JSON text, like
+        :func:`img_agent.tools.openai_tools.dispatch`: the tool's result, or ``{"error": ...}``; never raises
+        for the call's own errors."""
+        return self.client.request_text("POST", f"/api/tools/{name}/dispatch", arguments or "{}")
 
     def __repr__(self) -> str:
         return f"RemoteTools({str(self.client.paths.data_dir)!r})"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.to_thread
 
-from img_agent.config import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT
+from img_agent.locations import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT
 from img_agent.errors import ImgAgentError, StoreError
 from img_agent.tools.image_tools import ImageTools, default_sandbox
 from img_agent.tools.mcp_server import ImageMCPServer, ToolsSource, create_server

@@ -6,8 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from img_agent.config import MAX_TOPK
-from img_agent.results import SearchHit
+from img_agent.results import MAX_TOPK, SearchHit
 
 TopK = Annotated[
     int | None,
