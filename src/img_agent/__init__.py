@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from img_agent.service.remote import RemoteTools
 
-__version__ = "0.1.0"
+from img_agent.version import __version__
+
+__all__ = ["__version__", "connect"]
 
 
 def connect(*args: Any, **kwargs: Any) -> RemoteTools:

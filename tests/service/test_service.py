@@ -136,7 +136,7 @@ def test_killed_service_mid_add_loses_no_acknowledged_image(tmp_path: Path, monk
 def test_a_service_of_another_version_is_replaced(tmp_path: Path) -> None:
     data = tmp_path / "store"
     old = subprocess.Popen(
-        [sys.executable, "-c", "import img_agent, sys; img_agent.__version__ = '0.0.1'; "
+        [sys.executable, "-c", "import sys, img_agent.version; img_agent.version.__version__ = '0.0.1'; "
          "from img_agent.cli.main import main; sys.exit(main())",
          "--data-dir", str(data), "--model", "tiny-test", "service", "start", "--foreground"],
         env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

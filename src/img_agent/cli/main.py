@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from img_agent import __version__
+from img_agent.version import __version__
 from img_agent.cli import agent, bench, output, service, store, tools
 from img_agent.cli.context import CLIContext
 from img_agent.locations import ENV_FILE_VARIABLE

@@ -16,14 +16,19 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-from img_agent import __version__, errors
-from img_agent.errors import ImgAgentError, ModelLoadingError, ServiceError, StoreInUseError
+import img_agent.errors as errors
+from img_agent.errors import (
+    ImgAgentError,
+    ModelLoadingError,
+    ServiceError,
+    StoreInUseError,
+)
 from img_agent.service.paths import ServicePaths
 from img_agent.service.transport import CONNECT_ERRORS, open_request, request_json
+from img_agent.version import __version__
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,8 +52,7 @@ LLM_HEADER = "X-Img-Agent-LLM"
 CLIENT_HEADER = "X-Img-Agent-Client"
 
 
-@dataclass(frozen=True)
-class Health:
+class Health(NamedTuple):
     """What a running service says about itself."""
 
     version: str

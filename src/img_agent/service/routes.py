@@ -15,7 +15,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from img_agent import __version__
+from img_agent.version import __version__
 from img_agent.errors import (
     AccessDeniedError,
     BusyError,

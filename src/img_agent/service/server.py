@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from img_agent import __version__
+from img_agent.version import __version__
 from img_agent.errors import ConfigError, ImgAgentError, InvalidInputError, StoreInUseError
 from img_agent.service.client import EXIT_ALREADY_SERVED, LLM_HEADER, ROOTS_HEADER
 from img_agent.service.paths import ServicePaths

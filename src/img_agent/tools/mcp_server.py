@@ -35,7 +35,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_PARAMS, CallToolResult, ContentBlock, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from img_agent import __version__
+from img_agent.version import __version__
 from img_agent.errors import ImgAgentError
 from img_agent.tools.image_tools import TOOL_SPECS, ImageTools, get_spec
 from img_agent.tools.render import render, thumbnail_blocks
@@ -124,11 +124,15 @@ class ImageMCPServer(MCPServer):
     other keys are accepted (``additionalProperties: false``), as validation enforces.
     """
 
+    _listed: list[Any] | None = None
+
     async def list_tools(self) -> list[Any]:
-        listed = await super().list_tools()
-        for tool in listed:
-            tool.input_schema = {**tool.input_schema, "additionalProperties": False}
-        return listed
+        if self._listed is None:  # the tools never change while a server runs: list them once
+            listed = await super().list_tools()
+            for tool in listed:
+                tool.input_schema = {**tool.input_schema, "additionalProperties": False}
+            self._listed = listed
+        return list(self._listed)
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context | None = None
