@@ -74,3 +74,12 @@ def test_e2e_quick(tmp_path):
     assert r["mcp_search_by_text"].get("p50_ms", 0) > 0, r["mcp_search_by_text"]
     assert r["encode_text"]["queries"] == r["search_vectors"]["queries"] == 10
     assert r["mcp_stdio"].get("tools", 0) > 0, r["mcp_stdio"]
+
+
+def test_service_quick(tmp_path):
+    result = _run(tmp_path, "service")
+    (r,) = result["runs"]
+    assert r["rounds"] == 5 and r["bare_python"]["p50_ms"] > 0
+    assert r["cli_over_bare"] > 1 and r["bridge_init_over_bare"] > 1 and r["bridged_over_in_process"] > 0
+    assert r["memory_service_and_3_bridges_bytes"] > 0 and r["memory_one_standalone_server_bytes"] > 0
+    assert r["cold_first_search_answer"] in ("loading", "results")

@@ -112,7 +112,7 @@ def run_service_bench(*, images: int, rounds: int, model: str, work: Path, progr
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMG_AGENT_")}
     env.update({"XDG_RUNTIME_DIR": str(work / "run"), "HF_HUB_OFFLINE": "1"})
     (work / "run").mkdir(mode=0o700, exist_ok=True)
-    os.environ["XDG_RUNTIME_DIR"] = env["XDG_RUNTIME_DIR"]
+    os.environ["XDG_RUNTIME_DIR"] = env["XDG_RUNTIME_DIR"]  # this process's clients too (run() restores it)
     folder, store, mirror = work / "images", work / "store", work / "store-in-process"
     make_images(folder, images, size=(160, 120))
     cli = [sys.executable, "-m", "img_agent", "--data-dir", str(store)]
@@ -238,7 +238,7 @@ def markdown(result: dict) -> str:
     ]
     lines = [
         "# Service benchmark", "",
-        f"Command: `{result['command']}`. Model {r['model']}, {r['images']} images, {r['rounds']} rounds "
+        f"Command: `{result['meta']['command']}`. Model {r['model']}, {r['images']} images, {r['rounds']} rounds "
         "(medians; every way measured once per round).", "",
         "| measurement | median | ratio | target |", "|---|---|---|---|",
         *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows], "",
@@ -248,20 +248,27 @@ def markdown(result: dict) -> str:
 
 def run(options: Any) -> Path:
     """``bench service``: writes service.json / service.md into ``options.out``; returns service.md."""
+    from img_agent.bench import report
+
     out: Path = options.out
     out.mkdir(parents=True, exist_ok=True)
     rounds = options.rounds or (5 if options.quick else 30)
     images = options.images or (12 if options.quick else 200)
     model = getattr(options, "model", None) or "tiny-test"
     t0 = time.time()
+    result = report.new_result("service", command=command_line(options), quick=options.quick,
+                               config={"rounds": rounds, "images": images, "model": model})
     bar = ProgressBar(rounds + 5, "service", not options.no_progress)
     work = Path(tempfile.mkdtemp(prefix="img-agent-bench-service-"))
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
     try:
-        run_ = run_service_bench(images=images, rounds=rounds, model=model, work=work, progress=bar)
+        result["runs"] = [run_service_bench(images=images, rounds=rounds, model=model, work=work, progress=bar)]
     finally:
         bar.close()
+        if runtime is None:
+            os.environ.pop("XDG_RUNTIME_DIR", None)
+        else:
+            os.environ["XDG_RUNTIME_DIR"] = runtime
         shutil.rmtree(work, ignore_errors=True)
-    result = {"benchmark": "service", "command": command_line(options), "quick": options.quick,
-              "seconds": round(time.time() - t0, 1), "machine": {"cpus": os.cpu_count()}, "runs": [run_]}
+    report.finish_result(result, t0)
     return write_result(out, "service", result, markdown(result))
-

@@ -97,15 +97,19 @@ def run_rag_search(ctx: CLIContext, text: str, k: int | None, flt: SearchFilter 
     from img_agent.service.recipes import RAG_PATH, RagRequest
 
     args = ctx.args
-    request = RagRequest(query=text, k=ctx.settings().topk if k is None else k, explain=not args.no_explain, fusion=args.fusion, variants=args.variants,
-                         rrf_k=args.rrf_k, path_prefix=flt.path_prefix if flt else None,
-                         path_glob=flt.path_glob if flt else None)
-    if ctx.remote:
-        result = RagResult.model_validate(ctx.client().request("POST", RAG_PATH, request.model_dump()))
-    else:
-        result = request.run(ctx.engine(), ctx.llm())
+    request = RagRequest(query=text, k=ctx.settings().topk if k is None else k, explain=not args.no_explain,
+                         fusion=args.fusion, variants=args.variants, rrf_k=args.rrf_k,
+                         path_prefix=flt.path_prefix if flt else None, path_glob=flt.path_glob if flt else None)
+    result = _run_recipe(ctx, request, RAG_PATH, RagResult)
     ctx.emit(result, lambda: output.print_rag_result(result))
     return 0
+
+
+def _run_recipe(ctx: CLIContext, request: Any, path: str, result_type: Any) -> Any:
+    """A recipe request run by the store's service (``path``), or with ``--no-service`` in this process."""
+    if ctx.remote:
+        return result_type.model_validate(ctx.client().request("POST", path, request.model_dump()))
+    return request.run(ctx.engine(), ctx.llm())
 
 
 def cmd_ask(ctx: CLIContext) -> int:
@@ -116,10 +120,7 @@ def cmd_ask(ctx: CLIContext) -> int:
     args = ctx.args
     request = QARequest(question=args.question, k=args.k, expand=not args.no_expand, path_prefix=args.prefix,
                         path_glob=args.glob)
-    if ctx.remote:
-        result = QAResult.model_validate(ctx.client().request("POST", QA_PATH, request.model_dump()))
-    else:
-        result = request.run(ctx.engine(), ctx.llm())
+    result = _run_recipe(ctx, request, QA_PATH, QAResult)
     ctx.emit(result, lambda: output.print_qa_result(result))
     return 0
 
