@@ -112,3 +112,16 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 141
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_each_group_adds_exactly_its_commands_and_a_command_needs_only_its_group():
+    from img_agent.cli.main import GROUPS, _command, build_parser
+
+    for group in GROUPS:
+        for command in group.COMMANDS:
+            parser = build_parser(command)
+            listed = [a.choices for a in parser._actions if hasattr(a, "choices") and isinstance(a.choices, dict)]
+            assert set(listed[0]) == set(group.COMMANDS)
+    assert _command(["--data-dir", "search", "--json", "serve", "--root", "x"]) == "serve"
+    assert _command(["--model=tiny-test", "status"]) == "status"
+    assert _command(["bogus"]) is None and _command(["--version"]) is None

@@ -38,6 +38,10 @@ def add_rag_arguments(parser: argparse.ArgumentParser) -> None:
     add_llm_arguments(parser)
 
 
+COMMANDS = ('ask', 'chat')
+"""The commands this module adds."""
+
+
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``ask`` and ``chat`` (``common``: the parser of the global options)."""
     ask = subparsers.add_parser(

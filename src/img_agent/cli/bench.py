@@ -102,6 +102,10 @@ def _add_data(p: argparse.ArgumentParser) -> None:
                         "text queries); default image,text")
 
 
+COMMANDS = ('bench',)
+"""The commands this module adds."""
+
+
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add ``bench`` with ``ann``, ``engine``, ``ingest``, ``e2e``, ``report``, ``all``.
 

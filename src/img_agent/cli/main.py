@@ -41,8 +41,13 @@ def _global_options() -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command tree: store commands, then serve / tools, ask / chat, bench."""
+GROUPS = (store, service, tools, agent, bench)
+"""The command modules, in the order ``--help`` lists their commands."""
+_VALUE_OPTIONS = frozenset({"--data-dir", "--model", "--pretrained", "--device", "--env-file"})
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command tree: every group, or only the group of ``command`` (a quicker start for one command)."""
     common = _global_options()
     parser = argparse.ArgumentParser(
         prog="img-agent", parents=[common],
@@ -50,12 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"img-agent {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    store.register(sub, common)
-    service.register(sub, common)
-    tools.register(sub, common)
-    agent.register(sub, common)
-    bench.register(sub, common)
+    for group in GROUPS:
+        if command is None or command in group.COMMANDS:
+            group.register(sub, common)
     return parser
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv`` (the first word that is no option nor an option's value), if known."""
+    words = iter(argv)
+    for word in words:
+        if word in _VALUE_OPTIONS:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if any(word in group.COMMANDS for group in GROUPS) else None
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     A domain error is ``error: ...`` on stderr, or with ``--json`` ``{"error": {"type", "message"}}`` on
     stdout, and exit status 1. Output cut short by its reader (``| head``) ends quietly.
     """
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_command(argv)).parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(getattr(args, "verbose", 0), 2), stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from img_agent.cli.context import CLIContext
 
 
+COMMANDS = ('service',)
+"""The commands this module adds."""
+
+
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``service`` with its ``start``, ``stop`` and ``status`` actions."""
     p = subparsers.add_parser(

@@ -12,6 +12,10 @@ from img_agent.cli.context import CLIContext
 from img_agent.errors import ImgAgentError, InvalidInputError
 
 
+COMMANDS = ('index', 'search', 'remove', 'merge', 'rebuild', 'status')
+"""The commands this module adds."""
+
+
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add the store commands (``common``: the parser of the global options)."""
     p = subparsers.add_parser("index", parents=[common], help="index image files and folders (recursive)")

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 FORMATS = ("openai", "responses", "mcp")
 
 
+COMMANDS = ('serve', 'tools')
+"""The commands this module adds."""
+
+
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add ``serve`` and ``tools`` (``common``: the parser of the global options)."""
     serve = subparsers.add_parser(
