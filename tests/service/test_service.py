@@ -218,3 +218,29 @@ def test_a_bridge_outlives_its_service(tmp_path: Path, image_dir: Path) -> None:
             assert ServiceClient(data).health().pid != pid
 
     anyio.run(session)
+
+
+def test_folders_indexed_from_the_cli_become_the_default_roots_of_later_sessions(tmp_path: Path,
+                                                                                image_dir: Path) -> None:
+    data = tmp_path / "store"
+    cli("--model", "tiny-test", "index", str(image_dir), data_dir=data)  # the person at the keyboard: unconfined
+    later = tmp_path / "later"
+    make_images(later, 3, seed=9)
+
+    async def session() -> None:
+        params = StdioServerParameters(command=sys.executable, env=_env(),
+                                       args=["-m", "img_agent", "serve", "--data-dir", str(data)])  # no --root
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as mcp:
+            await mcp.initialize()
+            inside = await mcp.call_tool("search_by_image", {"path": str(image_dir / "img_0000.jpg"), "k": 2})
+            assert not inside.is_error, inside.content
+            # a model cannot widen its own roots: a folder outside them is refused, and stays so
+            outside = await mcp.call_tool("add_images", {"paths": [str(later)]})
+            assert outside.is_error
+        cli("index", str(later), data_dir=data)  # the person indexes it: later sessions may use it
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as mcp:
+            await mcp.initialize()
+            now = await mcp.call_tool("search_by_image", {"path": str(later / "img_0000.jpg"), "k": 2})
+            assert not now.is_error, now.content
+
+    anyio.run(session)

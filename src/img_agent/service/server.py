@@ -110,7 +110,7 @@ class Service:
         self.activity = Activity()
         self.jobs = JobRegistry()
         self.engine: Engine = Engine.open(settings, model_wait=MODEL_WAIT)
-        self._tools: dict[tuple[str | None, str | None], ImageTools] = {}
+        self._tools: dict[tuple[str, str | None], ImageTools] = {}
         self._tools_lock = threading.Lock()
         self.model = ModelState(name=self.engine.model, pretrained=self.engine.pretrained, state="loading")
         self._model_started = time.monotonic()
@@ -118,24 +118,29 @@ class Service:
 
     def tools_for_request(self, headers: Mapping[str, str] | None) -> ImageTools:
         """The tools for one client's call: confined to the folders its roots header names (default: the
-        store's default folders), with the LLM its LLM header configures over the service's own."""
+        store's default folders, as they are now), with the LLM its LLM header configures over the service's."""
+        from img_agent.tools.image_tools import default_roots
+
         roots = headers.get(ROOTS_HEADER) if headers is not None else None
         llm = headers.get(LLM_HEADER) if headers is not None else None
-        key = (roots or None, llm or None)
+        folders = _json_header(roots, list, ROOTS_HEADER)
+        if folders is None:
+            folders = [str(p) for p in default_roots(self.engine)]  # folders indexed since are allowed too
+        key = (json.dumps(folders), llm or None)
         with self._tools_lock:
             tools = self._tools.get(key)
         if tools is None:
-            tools = self._build_tools(_json_header(roots, list, ROOTS_HEADER), _json_header(llm, dict, LLM_HEADER))
+            tools = self._build_tools(folders, _json_header(llm, dict, LLM_HEADER))
             with self._tools_lock:
                 tools = self._tools.setdefault(key, tools)
         return tools
 
-    def _build_tools(self, roots: list | None, llm_overrides: dict | None) -> ImageTools:
+    def _build_tools(self, roots: list, llm_overrides: dict | None) -> ImageTools:
         from img_agent.agent.llm import LLMClient
         from img_agent.config import LLMSettings
         from img_agent.tools.image_tools import ImageTools, default_sandbox
 
-        if roots is not None and not all(isinstance(r, str) for r in roots):
+        if not all(isinstance(r, str) for r in roots):
             raise InvalidInputError(f"{ROOTS_HEADER} must be a JSON list of folder paths.")
         settings = self.llm_settings
         if llm_overrides:
@@ -143,7 +148,7 @@ class Service:
                 settings = LLMSettings(**{**self.llm_settings.model_dump(), **llm_overrides})
             except ValueError as exc:
                 raise ConfigError(f"Invalid LLM settings from the client ({exc}); fix its --llm-* flags.") from None
-        sandbox = default_sandbox(self.engine, [Path(r) for r in roots] if roots is not None else None)
+        sandbox = default_sandbox(self.engine, [Path(r) for r in roots])
         return ImageTools(self.engine, sandbox, llm=LLMClient.from_settings(settings), jobs=self.jobs)
 
     def load_model(self) -> None:

@@ -58,13 +58,15 @@ EMPTY_INDEX_MESSAGE = (
     "(under the allowed folders; index_status shows the collection) and search again."
 )
 
+def default_roots(engine: Engine) -> list[Path]:
+    """The folders tools may use by default: the configured image folders (``Settings.image_roots``) plus
+    every folder ever indexed into this store without confinement."""
+    return [*engine.settings.image_roots, *(Path(p) for p in engine.indexed_roots())]
+
+
 def default_sandbox(engine: Engine, roots: Sequence[Path] | None = None) -> Sandbox:
-    """The sandbox for ``engine``: ``roots`` if given, else the configured image folders
-    (``Settings.image_roots``) plus every folder ever indexed into this store."""
-    settings = engine.settings
-    if roots is None:
-        roots = [*settings.image_roots, *(Path(p) for p in engine.indexed_roots())]
-    return Sandbox(roots, max_file_bytes=settings.max_file_bytes)
+    """The sandbox for ``engine``: ``roots`` if given, else :func:`default_roots`."""
+    return Sandbox(default_roots(engine) if roots is None else roots, max_file_bytes=engine.settings.max_file_bytes)
 
 
 # ---------------------------------------------------------------------------------- the tools
@@ -253,8 +255,11 @@ class ImageTools:
 
         def work(job_progress: ProgressCallback, job_cancel: threading.Event) -> AddReport:
             self.engine.warm_up()  # a job waits for the model, however long it loads
+            # a caller confined to some folders cannot widen what later sessions allow; an unconfined one
+            # (the person at the command line) records the folders as indexed roots
+            confine = self.sandbox if self.sandbox.confines else None
             report = self.engine.add_paths(inputs, recursive=recursive, remove_missing=prune, progress=job_progress,
-                                           cancel=job_cancel, confine=self.sandbox)
+                                           cancel=job_cancel, confine=confine)
             return report.model_copy(update={"skipped": skipped + report.skipped})
 
         job_id = self.jobs.start("add", "add " + ", ".join(paths[:3]) + (" ..." if len(paths) > 3 else ""), work)

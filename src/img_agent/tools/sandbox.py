@@ -70,6 +70,11 @@ class Sandbox:
         self.max_file_bytes = max_file_bytes
         self.max_inline_bytes = max_inline_bytes
 
+    @property
+    def confines(self) -> bool:
+        """Whether anything is outside the roots (a sandbox rooted at the file system root allows all)."""
+        return not any(root == Path(root.anchor) for root in self.roots)
+
     # ------------------------------------------------------------------ checks
 
     def describe_roots(self) -> str:
