@@ -244,3 +244,24 @@ def test_folders_indexed_from_the_cli_become_the_default_roots_of_later_sessions
             assert not now.is_error, now.content
 
     anyio.run(session)
+
+
+def test_each_client_brings_its_own_llm(tmp_path: Path, image_dir: Path, fake_llm) -> None:
+    data = tmp_path / "store"
+    cli("--model", "tiny-test", "index", str(image_dir), data_dir=data)  # a service with no LLM configured
+    fake_llm.reply('["a red image"]')  # the question's search variants
+    fake_llm.reply("A red one [1].")
+
+    async def session() -> None:
+        params = StdioServerParameters(command=sys.executable, env=_env(LLM_BASE_URL=fake_llm.url, LLM_VISION="no"),
+                                       args=["-m", "img_agent", "serve", "--data-dir", str(data)])
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as mcp:
+            await mcp.initialize()
+            answer = await mcp.call_tool("ask_about_images", {"question": "which is red?", "k": 2})
+            assert not answer.is_error, answer.content
+            assert answer.structured_content["answer"] == "A red one [1]." and answer.structured_content["llm_used"]
+
+    anyio.run(session)
+    # a client without an LLM still gets none
+    out = cli("ask", "which is red?", "--no-expand", "-k", "2", "--json", data_dir=data)
+    assert json.loads(out.stdout)["llm_used"] is False

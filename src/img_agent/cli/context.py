@@ -13,6 +13,7 @@ lock; with ``--no-service`` the command opens the store itself.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ CLI_ROOTS = ["/"]
 # global flag name -> Settings field, for the options every command shares
 GLOBAL_SETTINGS = ("data_dir", "model", "pretrained", "device")
 
+LLM_PREFIX = "LLM_"
 # --llm-* flag (as argparse stores it) -> LLMSettings field
 LLM_FLAGS = {
     "llm_base_url": "base_url",
@@ -152,8 +154,11 @@ class CLIContext:
         from img_agent.locations import data_dir
         from img_agent.service.client import ServiceClient
 
-        llm = {field: getattr(self.args, flag) for flag, field in LLM_FLAGS.items()
-               if getattr(self.args, flag, None) is not None}
+        # this client's LLM (its LLM_* environment, then its --llm-* flags) applies to its own calls
+        llm: dict[str, Any] = {key[len(LLM_PREFIX):].lower(): value for key, value in os.environ.items()
+                               if key.upper().startswith(LLM_PREFIX) and value}
+        llm.update({field: getattr(self.args, flag) for flag, field in LLM_FLAGS.items()
+                    if getattr(self.args, flag, None) is not None})
         return ServiceClient(data_dir(getattr(self.args, "data_dir", None)), launch_args=self.launch_args(),
                              client=client, roots=roots, llm=llm)
 
