@@ -5,7 +5,6 @@ Results go to stdout; progress, notes about a chat turn and tool traces go to st
 
 from __future__ import annotations
 
-import datetime
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -133,7 +132,9 @@ def _human_bytes(n: float) -> str:
 def _when(ts: float | None) -> str:
     if ts is None:
         return "never"
-    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
 def print_add_report(report: Json, maintenance: Sequence[Json], *, pruned: bool) -> None:

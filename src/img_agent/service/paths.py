@@ -13,8 +13,8 @@ import hashlib
 import os
 import stat
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from img_agent.errors import ServiceError
 
@@ -61,8 +61,7 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class ServicePaths:
+class ServicePaths(NamedTuple):
     """The files of the service of the store in ``data_dir``."""
 
     data_dir: Path
