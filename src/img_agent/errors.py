@@ -10,6 +10,8 @@ Every message says what happened and what to do about it, so adapters can hand
     │   ├── StoreVersionError      store written by a newer img-agent
     │   ├── StoreCorruptError      files missing or damaged
     │   ├── StoreInUseError        another process (the store's service) holds the store
+    │   ├── StoreReadOnlyError     a change was asked of a store opened read-only
+    │   ├── StoreWriteError        writing the store failed (disk full, I/O error); committed work is kept
     │   └── ModelMismatchError     store was built with another model / dimension
     ├── InvalidInputError      a caller passed something unusable (bad k, bad vector shape)
     │   ├── NotFoundError          unknown image id or path
@@ -19,7 +21,8 @@ Every message says what happened and what to do about it, so adapters can hand
     │   └── ModelLoadingError      the CLIP model is still loading; retry shortly
     ├── ServiceError           the store's resident service cannot be started or reached
     └── LLMError               the configured LLM failed (after retries)
-        └── LLMNotConfiguredError
+        ├── LLMNotConfiguredError
+        └── LLMTimeoutError        one call or one command ran past its total deadline
 """
 
 from __future__ import annotations
@@ -55,6 +58,14 @@ class StoreInUseError(StoreError):
     def __init__(self, message: str, pid: int | None = None) -> None:
         super().__init__(message)
         self.pid = pid
+
+
+class StoreReadOnlyError(StoreError):
+    """The store was opened read-only (read-only mount or no write permission): searches work, changes do not."""
+
+
+class StoreWriteError(StoreError):
+    """Writing the store failed (disk full, I/O error). What was committed before stays committed."""
 
 
 class ModelMismatchError(StoreError):
@@ -95,3 +106,7 @@ class LLMError(ImgAgentError):
 
 class LLMNotConfiguredError(LLMError):
     """An LLM feature was asked for but no LLM is configured."""
+
+
+class LLMTimeoutError(LLMError):
+    """An LLM call, or a command's LLM work as a whole, ran past its total deadline."""
