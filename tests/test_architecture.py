@@ -21,7 +21,7 @@ PACKAGE = SRC / "img_agent"
 # Layers, bottom first. A module may import modules of lower layers and of its own unit; units that
 # share a layer are independent of each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "locations", "version"),
+    ("errors", "locations", "textsafe", "version"),
     ("results",),
     ("config",),
     ("embed", "testing"),

@@ -91,6 +91,20 @@ class Settings(_FromFiles):
         100_000_000, ge=1, description="Images with more pixels are skipped (decompression-bomb guard)."
     )
     max_file_bytes: int = Field(200 * 1024 * 1024, ge=1, description="Image files larger than this are skipped.")
+    max_query_pixels: int = Field(
+        40_000_000, ge=1,
+        description="Query images (search by example) with more pixels are refused before decoding; CLIP looks at a "
+        "few hundred pixels, so a query can always be downscaled.",
+    )
+    http_token: str | None = Field(
+        None, description="Bearer token 'img-agent serve --http' requires on a non-loopback address "
+        "(default: a random one, printed at start).",
+    )
+    http_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Extra Host header values (e.g. 'images.example:8765' or 'images.example:*') the HTTP MCP "
+        "endpoint accepts besides the bound address; 'http://' plus each is accepted as an Origin.",
+    )
     service_idle_timeout: float = Field(
         DEFAULT_SERVICE_IDLE_TIMEOUT, ge=0,
         description="Seconds the store's service stays up without requests or jobs (0 = until stopped).",
@@ -118,7 +132,17 @@ class LLMSettings(_FromFiles):
     base_url: str | None = Field(None, description="e.g. https://api.openai.com/v1 or a local server.")
     api_key: str | None = Field(None, description="API key; some local servers accept any value.")
     model: str = Field("gpt-4o-mini", description="Chat model name.")
-    timeout: float = Field(30.0, gt=0, description="Seconds per LLM request.")
+    timeout: float = Field(
+        30.0, gt=0,
+        description="Seconds one LLM request may take in all, from connecting to the last byte of the answer "
+        "(each retry gets as long); a request still running then is abandoned and retried.",
+    )
+    deadline: float = Field(
+        60.0, gt=0,
+        description="Seconds of LLM work one command may use in all: every request, retry and retry pause of an "
+        "ask, a search --expand or one chat message. When it passes, the command goes on without the LLM "
+        "(plain results, with a note saying so).",
+    )
     max_retries: int = Field(2, ge=0, le=10, description="Retries on timeouts, 429 and 5xx.")
     vision: Literal["auto", "yes", "no"] = Field(
         "auto", description="Send thumbnails to the model: auto = try, and fall back to text if refused."

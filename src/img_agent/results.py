@@ -133,6 +133,7 @@ class AddReport(BaseModel):
 class RemoveReport(BaseModel):
     removed: list[int] = Field(default_factory=list, description="Ids now removed (invisible to search).")
     not_found: list[str] = Field(default_factory=list, description="Ids or paths that matched no live image.")
+    dry_run: bool = Field(False, description="True: nothing was removed; 'removed' lists what would be.")
 
 
 class MaintenanceReport(BaseModel):
@@ -171,3 +172,42 @@ class IndexStatus(BaseModel):
     merge_advised: bool = Field(False, description="Whether merge_buffer is due (the buffer reached its threshold).")
     rebuild_advised: bool = Field(False, description="Whether rebuild_index is due (many removals, or outgrown).")
     jobs: list[JobInfo] = Field(default_factory=list, description="Indexing jobs, running and recent, with their progress.")
+    read_only: bool = Field(False, description="Whether the store is read-only (searches work, changes are refused).")
+
+
+class BackupReport(BaseModel):
+    """A consistent copy of a store, taken under its write lock."""
+
+    dest: str = Field(description="Folder holding the copy (a data directory of its own).")
+    images: int = Field(description="Live images in the copy.")
+    rows: int = Field(description="Vectors copied (live and removed ones: ids stay dense).")
+    generation: int = Field(description="Main index generation copied (0 = none).")
+    bytes: int = Field(description="Bytes written.")
+    seconds: float
+
+
+class DoctorFinding(BaseModel):
+    """One thing ``img-agent doctor`` found."""
+
+    severity: Literal["error", "warning", "info"]
+    what: str = Field(description="What was found.")
+    fix: str | None = Field(None, description="What to do about it.")
+
+
+class DoctorReport(BaseModel):
+    """The read-only diagnosis of a data directory."""
+
+    data_dir: str
+    ok: bool = Field(description="True when nothing is wrong (no errors).")
+    findings: list[DoctorFinding] = Field(default_factory=list)
+
+
+class RepairReport(BaseModel):
+    """What ``img-agent repair`` did."""
+
+    data_dir: str
+    actions: list[str] = Field(default_factory=list, description="What was done, in order.")
+    lost_and_found: str | None = Field(None, description="Folder the damaged or orphaned files were moved to.")
+    removed_ids: list[int] = Field(default_factory=list, description="Images removed because their vector was lost.")
+    reindex: list[str] = Field(default_factory=list, description="Files of those images: index them again.")
+    remaining: list[DoctorFinding] = Field(default_factory=list, description="Problems repair could not fix.")

@@ -7,15 +7,14 @@ from img_agent.results import SearchHit
 from img_agent.testing.fake_engine import FakeEngine, hit
 from img_agent.testing.fake_llm import request_images, request_text
 
-
 HITS = [hit(i, 0.3 - i / 100, rank=i) for i in range(1, 7)]
 
 
 def test_describe_hit_lists_the_facts():
     h = SearchHit(**hit(3, 0.2871).model_dump(exclude={"tags", "description"}), tags=["beach"], description="Sunset")
     line = describe_hit(2, h)
-    assert line.startswith("[2] /photos/img_003.jpg — score 0.287; 640x480 JPEG")
-    assert "tags: beach" in line and "description: Sunset" in line
+    assert line.startswith('[2] "/photos/img_003.jpg" — score 0.287; 640x480 JPEG')
+    assert 'tags: "beach"' in line and 'description: "Sunset"' in line
 
 
 def test_explanation_with_thumbnails(llm, fake_llm):
@@ -30,8 +29,8 @@ def test_explanation_with_thumbnails(llm, fake_llm):
     body = fake_llm.requests[0]
     assert len(request_images(body)) == 2
     text = request_text(body)
-    assert "[1] /photos/img_001.jpg — score 0.290" in text
-    assert "'puppy'" in text
+    assert '[1] "/photos/img_001.jpg" — score 0.290' in text
+    assert '"puppy"' in text
     assert "Thumbnails of 2 of the images are attached" in text
     assert engine.thumbnails_made == [1, 2]
 
@@ -61,7 +60,7 @@ def test_unreadable_thumbnail_is_skipped_with_a_note(llm, fake_llm):
     assert result.images_sent == 2
     assert "[2]" in result.notes[0]
     labels = [p["text"] for p in fake_llm.requests[0]["messages"][1]["content"] if p["type"] == "text"][1:]
-    assert labels == ["[1] /photos/img_001.jpg", "[3] /photos/img_003.jpg"]
+    assert labels == ['[1] "/photos/img_001.jpg"', '[3] "/photos/img_003.jpg"']
 
 
 def test_no_llm_no_explanation():

@@ -12,7 +12,6 @@ from img_agent.errors import InvalidInputError
 from img_agent.results import SearchFilter
 from img_agent.testing.fake_engine import FakeEngine
 
-
 QUERY = "a dog playing in the park"
 V1, V2 = "dog running on grass", "puppy playing outdoors"
 
@@ -51,7 +50,7 @@ def test_response_shape_with_expansion_fusion_and_explanation(llm, fake_llm):
     assert engine.searches == [([QUERY, V1, V2], 8)]
     # the explanation saw the fused results and the queries
     explain_text = fake_llm.requests[1]["messages"][1]["content"][0]["text"]
-    assert "[1] /photos/img_003.jpg" in explain_text and repr(V2) in explain_text
+    assert '[1] "/photos/img_003.jpg"' in explain_text and json.dumps(V2) in explain_text
 
 
 def test_no_llm_is_plain_retrieval(fake_engine):

@@ -62,7 +62,7 @@ def test_null_means_default_and_json_strings_are_forgiven(indexed_tools: ImageTo
     plain = call(indexed_tools, "search_by_text", query="cat", k=None, path_prefix=None, path_glob=None, expand=None)
     assert len(plain["hits"]) == 12  # fake index holds 12; default k (20) applies
     spec = get_spec("remove_images")
-    assert spec.parse({"ids": "[1, 2]", "paths": None}) == {"ids": [1, 2], "paths": None}
+    assert spec.parse({"ids": "[1, 2]", "paths": None}) == {"ids": [1, 2], "paths": None, "dry_run": False}
     with pytest.raises(InvalidInputError, match=r"'query': Input should be a valid string \(got null\)"):
         get_spec("search_by_text").parse({"query": None})
 
@@ -116,7 +116,7 @@ def test_search_by_image_inputs(indexed_tools: ImageTools, image_dir: Path) -> N
     assert "No live image has id 999" in error_of(indexed_tools, "search_by_image", '{"image_id": 999}')
     bad = base64.b64encode(b"definitely not an image").decode()
     assert error_of(indexed_tools, "search_by_image", json.dumps({"image_base64": bad})).startswith(
-        "image_base64 cannot be used as a query image (cannot decode the image: "
+        "image_base64 cannot be used as a query image (not an image (unrecognised format))"
     )
 
 
@@ -207,7 +207,8 @@ def test_llm_results_are_mapped(indexed_tools: ImageTools, monkeypatch) -> None:
     records = engine.get([4, 7])
 
     def fake_answer(engine_arg, llm, question, k, *, filter=None, **_):
-        assert engine_arg is engine and llm == "llm" and k == 2 and filter is None
+        assert engine_arg is indexed_tools.images and engine_arg.engine is engine  # thumbnails confined
+        assert llm == "llm" and k == 2 and filter is None
         sources = [
             qa.QASource(label=1, id=4, path=records[0].path, score=0.31, thumbnail_sent=True, cited=False),
             qa.QASource(label=2, id=7, path=records[1].path, score=0.29, thumbnail_sent=True, cited=True),

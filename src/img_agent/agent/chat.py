@@ -10,13 +10,23 @@ for a final answer).
 A failing tool call never ends the turn: an unknown tool name, arguments that are not a JSON
 object, or an error from the tool all go back to the model as the tool's result
 (``{"error": "..."}``) so it can correct itself.
+
+Tool results reach the model as JSON, always: text inside them (file names, tags, descriptions)
+stays inside quoted strings, with line separators and bidi controls escaped
+(:func:`~img_agent.textsafe.safe_json`), and the system prompt says such text is data, never
+instructions. Calls of the tools named in ``confirm_tools`` (destructive or expensive ones) run
+only when the ``confirm`` callable says the person allows them; otherwise the model is told the
+call was not run because the person declined.
+
+All the LLM work of one user message shares one deadline (``LLMSettings.deadline``); when it
+passes the turn ends with a note, as for any LLM failure.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -30,14 +40,21 @@ from img_agent.errors import (
     LLMError,
     LLMNotConfiguredError,
 )
+from img_agent.textsafe import escape_json_text, safe_json
 
 logger = logging.getLogger(__name__)
 
 ToolDispatcher = Callable[[str, str], str]
 """``dispatch(tool_name, arguments_json) -> result_json``; errors come back as ``{"error": ...}`` JSON."""
 
+ConfirmCall = Callable[[str, dict[str, Any]], bool]
+"""``confirm(tool_name, arguments) -> bool``: whether the person allows this call to run."""
+
 MAX_TOOL_RESULT_CHARS = 20_000
 """Tool results longer than this are cut before they go to the model."""
+
+DECLINED = "Not run: the person declined this call. Do not repeat it; tell the user, or ask what they want instead."
+"""The result the model gets for a call the person did not confirm."""
 
 
 class ToolCallRecord(BaseModel):
@@ -49,6 +66,7 @@ class ToolCallRecord(BaseModel):
     arguments: str = Field(description="Arguments as the model sent them (JSON text).")
     result: str = Field(description="What the model was given back (JSON text).")
     error: bool = Field(description="Whether the result is an error.")
+    declined: bool = Field(False, description="Whether the call needed confirmation and was not run without it.")
 
 
 class ChatTurn(BaseModel):
@@ -62,7 +80,26 @@ class ChatTurn(BaseModel):
 
 
 def _error_json(message: str) -> str:
-    return json.dumps({"error": message}, ensure_ascii=False)
+    return safe_json({"error": message})
+
+
+def _as_json(result: object) -> str:
+    """A tool's result as JSON text for the model: JSON kept (unsafe characters escaped), anything
+    else wrapped as ``{"result": ...}``, and a long result cut inside a JSON string."""
+    if not isinstance(result, str):
+        result = safe_json(result, default=str)
+    else:
+        try:
+            json.loads(result)
+        except ValueError:
+            result = safe_json({"result": result})
+        else:
+            result = escape_json_text(result)
+    if len(result) > MAX_TOOL_RESULT_CHARS:
+        return safe_json(
+            {"truncated": True, "total_chars": len(result), "partial_result": result[:MAX_TOOL_RESULT_CHARS]}
+        )
+    return result
 
 
 def _is_error_result(result: str) -> bool:
@@ -93,6 +130,8 @@ class ChatSession:
         dispatch: runs a tool call and returns its JSON result.
         max_rounds: hard limit on rounds of tool calls per user message (default 10).
         system_prompt: replaces the rendered ``chat_system`` prompt.
+        confirm_tools: names of the tools whose calls need the person's confirmation.
+        confirm: asks the person about one such call; without it, those calls are never run.
 
     Raises:
         LLMNotConfiguredError: ``llm`` is ``None``.
@@ -106,6 +145,8 @@ class ChatSession:
         *,
         max_rounds: int = MAX_TOOL_ROUNDS,
         system_prompt: str | None = None,
+        confirm_tools: Iterable[str] = (),
+        confirm: ConfirmCall | None = None,
     ) -> None:
         if llm is None:
             raise LLMNotConfiguredError(
@@ -118,6 +159,8 @@ class ChatSession:
         self.dispatch = dispatch
         self.max_rounds = max_rounds
         self._names = set(tool_names(self.tools))
+        self.confirm_tools = frozenset(confirm_tools)
+        self.confirm = confirm
         if system_prompt is None:
             system_prompt = render_prompt(
                 "chat_system",
@@ -140,10 +183,15 @@ class ChatSession:
     def send(self, text: str) -> ChatTurn:
         """Add a user message and run the model (and its tool calls) to an answer.
 
-        Never raises for LLM or tool trouble: an LLM failure ends the turn with
-        ``stop_reason="llm_error"`` and a note; the history stays valid for the next message.
+        Never raises for LLM or tool trouble: an LLM failure (the turn's deadline passing included)
+        ends the turn with ``stop_reason="llm_error"`` and a note; the history stays valid for the
+        next message.
         """
         self._history.append({"role": "user", "content": text})
+        with self.llm.budget():
+            return self._turn()
+
+    def _turn(self) -> ChatTurn:
         trace: list[ToolCallRecord] = []
         for round_no in range(1, self.max_rounds + 1):
             try:
@@ -171,7 +219,7 @@ class ChatSession:
             wire_calls.append(
                 {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
             )
-            result = self._call_tool(name, arguments)
+            result, declined = self._call_tool(name, arguments)
             trace.append(
                 ToolCallRecord(
                     round=round_no,
@@ -180,36 +228,47 @@ class ChatSession:
                     arguments=arguments,
                     result=result,
                     error=_is_error_result(result),
+                    declined=declined,
                 )
             )
             results.append({"role": "tool", "tool_call_id": call_id, "content": result})
         self._history.append({"role": "assistant", "content": content, "tool_calls": wire_calls})
         self._history.extend(results)
 
-    def _call_tool(self, name: str, arguments: str) -> str:
-        """Run one tool call; every failure becomes an ``{"error": ...}`` result for the model."""
+    def _call_tool(self, name: str, arguments: str) -> tuple[str, bool]:
+        """Run one tool call: ``(JSON result, declined)``; every failure becomes an ``{"error": ...}`` result."""
         if name not in self._names:
             known = ", ".join(sorted(self._names)) or "none"
-            return _error_json(f"Unknown tool {name!r}. Available tools: {known}.")
+            return _error_json(f"Unknown tool {name!r}. Available tools: {known}."), False
         text = arguments.strip() or "{}"
         try:
             parsed = json.loads(text)
         except json.JSONDecodeError as exc:
-            return _error_json(f"Arguments for {name} are not valid JSON ({exc.msg} at position {exc.pos}); send a JSON object.")
+            return _error_json(
+                f"Arguments for {name} are not valid JSON ({exc.msg} at position {exc.pos}); send a JSON object."
+            ), False
         if not isinstance(parsed, dict):
-            return _error_json(f"Arguments for {name} must be a JSON object, got {type(parsed).__name__}.")
+            return _error_json(f"Arguments for {name} must be a JSON object, got {type(parsed).__name__}."), False
+        if name in self.confirm_tools and not self._confirmed(name, parsed):
+            return _error_json(DECLINED), True
         try:
             result = self.dispatch(name, text)
         except ImgAgentError as exc:
-            return _error_json(str(exc))
+            return _error_json(str(exc)), False
         except Exception as exc:  # the model must see any failure, and the turn must go on
             logger.exception("Tool %s raised", name)
-            return _error_json(f"Tool {name} failed unexpectedly: {type(exc).__name__}: {exc}")
-        if not isinstance(result, str):
-            result = json.dumps(result, ensure_ascii=False, default=str)
-        if len(result) > MAX_TOOL_RESULT_CHARS:
-            result = result[:MAX_TOOL_RESULT_CHARS] + f"... [truncated: {len(result)} characters in all]"
-        return result
+            return _error_json(f"Tool {name} failed unexpectedly: {type(exc).__name__}: {exc}"), False
+        return _as_json(result), False
+
+    def _confirmed(self, name: str, arguments: dict[str, Any]) -> bool:
+        """Whether the person allows this call; no way to ask, or a failing question, means no."""
+        if self.confirm is None:
+            return False
+        try:
+            return bool(self.confirm(name, arguments))
+        except Exception:  # a confirmation that cannot be had is a refusal
+            logger.exception("Asking to confirm %s failed; the call is not run", name)
+            return False
 
     def _final_answer(self, trace: list[ToolCallRecord]) -> ChatTurn:
         """After the round limit: ask once more with tools disabled."""

@@ -21,6 +21,7 @@ from img_agent.agent.jsontext import extract_json
 from img_agent.agent.llm import LLMClient
 from img_agent.agent.prompts import render_prompt
 from img_agent.errors import InvalidInputError, LLMError
+from img_agent.textsafe import quoted
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def expand_query_detailed(llm: LLMClient | None, query: str, n: int = DEFAULT_VA
         {"role": "system", "content": render_prompt("expand_system", prompts_dir, n=n)},
         {
             "role": "user",
-            "content": render_prompt("expand_user", prompts_dir, query=query, n=n, language_note=language_note),
+            "content": render_prompt("expand_user", prompts_dir, query=quoted(query), n=n, language_note=language_note),
         },
     ]
     try:

@@ -18,6 +18,7 @@ from img_agent.agent.prompts import render_prompt
 from img_agent.agent.protocols import ThumbnailSource
 from img_agent.errors import ImgAgentError, LLMError
 from img_agent.results import SearchHit
+from img_agent.textsafe import one_line, quoted
 
 logger = logging.getLogger(__name__)
 
@@ -39,22 +40,26 @@ class Explanation(BaseModel):
 
 
 def describe_hit(label: int, hit: SearchHit) -> str:
-    """One line describing a hit to a model: ``[label] path — score ...; size; tags; matches``."""
-    parts = [f"[{label}] {hit.path}", f"score {hit.score:.3f}", f"{hit.width}x{hit.height} {hit.format}"]
+    """One line describing a hit to a model: ``[label] "path" — score ...; size; tags; matches``.
+
+    The path, tags, description and queries are untrusted: each is a quoted string literal
+    (:func:`~img_agent.textsafe.quoted`), so none can end the line or pass for an instruction.
+    """
+    parts = [f"[{label}] {quoted(hit.path)}", f"score {hit.score:.3f}", f"{hit.width}x{hit.height} {one_line(hit.format)}"]
     if hit.tags:
-        parts.append("tags: " + ", ".join(hit.tags))
+        parts.append("tags: " + ", ".join(quoted(tag) for tag in hit.tags))
     if hit.description:
-        parts.append("description: " + " ".join(hit.description.split())[:300])
+        parts.append("description: " + quoted(" ".join(hit.description.split())[:300]))
     query_ranks = getattr(hit, "query_ranks", None)
     if query_ranks:
-        parts.append("matched " + ", ".join(f"{q!r} (#{r})" for q, r in query_ranks.items()))
+        parts.append("matched " + ", ".join(f"{quoted(q)} (#{r})" for q, r in query_ranks.items()))
     return parts[0] + " — " + "; ".join(parts[1:])
 
 
 def collect_thumbnails(
     source: ThumbnailSource | None, hits: Sequence[SearchHit], max_images: int, max_side: int = DEFAULT_THUMB_SIDE
 ) -> tuple[list[LabeledImage], list[str]]:
-    """Thumbnails of the first ``max_images`` hits, labelled ``[n] path``; unreadable ones are skipped.
+    """Thumbnails of the first ``max_images`` hits, labelled ``[n] "path"``; unreadable ones are skipped.
 
     Returns ``(images, notes)``; notes name the images that could not be rendered.
     """
@@ -64,7 +69,7 @@ def collect_thumbnails(
         return images, []
     for label, hit in enumerate(hits[:max_images], start=1):
         try:
-            images.append((f"[{label}] {hit.path}", source.thumbnail(hit.id, max_side=max_side)))
+            images.append((f"[{label}] {quoted(hit.path)}", source.thumbnail(hit.id, max_side=max_side)))
         except ImgAgentError as exc:
             logger.info("No thumbnail for image %d (%s): %s", hit.id, hit.path, exc)
             skipped.append(f"[{label}]")
@@ -116,8 +121,8 @@ def explain_results(
         return render_prompt(
             "explain_user",
             prompts_dir,
-            query=query,
-            queries="; ".join(repr(q) for q in queries),
+            query=quoted(query),
+            queries="; ".join(quoted(q) for q in queries),
             image_note=image_note(sent),
             count=len(listed),
             results=results_text,

@@ -3,11 +3,15 @@
 :class:`LLMClient` wraps the ``openai`` package's ``OpenAI`` client built from
 :class:`~img_agent.config.LLMSettings`. Every call:
 
-- has a per-request timeout (``LLMSettings.timeout``) and a bounded number of retries on
-  timeouts, connection errors, HTTP 408/409/429 and 5xx, with capped exponential backoff (a
-  server's ``Retry-After`` is honoured up to :data:`MAX_RETRY_WAIT` seconds). The retry loop is
-  ours, not the SDK's (the SDK is built with ``max_retries=0``), so the worst-case time of one
-  call is bounded by ``(max_retries + 1) * timeout + max_retries * MAX_RETRY_WAIT``;
+- has a total deadline per request (``LLMSettings.timeout``: connecting, sending and reading the
+  whole answer; a request still running then is abandoned, see :mod:`img_agent.agent.deadline`)
+  and a bounded number of retries on timeouts, connection errors, HTTP 408/409/429 and 5xx, with
+  capped exponential backoff (a server's ``Retry-After`` is honoured up to
+  :data:`MAX_RETRY_WAIT` seconds). The retry loop is ours, not the SDK's (the SDK is built with
+  ``max_retries=0``);
+- counts its time against the budget of the command it runs in (``LLMSettings.deadline``, opened
+  with :meth:`LLMClient.budget`; a call outside any command gets a budget of its own), and raises
+  :class:`~img_agent.errors.LLMTimeoutError` once that is spent;
 - raises :class:`~img_agent.errors.LLMError` with an actionable message once retries are spent,
   or at once for errors a retry cannot fix (bad key, unknown model, refusal, empty answer).
   Callers catch ``LLMError`` and fall back to plain retrieval with a note.
@@ -19,13 +23,13 @@ Images travel as ``data:image/jpeg;base64,...`` content parts. When a server ref
 
 from __future__ import annotations
 
-import base64
 import logging
 import random
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -43,13 +47,35 @@ else:  # imported on first use: ``img-agent serve`` and plain searches never pay
 
     openai = _Lazy("openai")
 
+from img_agent.agent.deadline import (
+    DeadlinePassed,
+    LLMBudget,
+    llm_budget,
+    monotonic,
+    run_with_deadline,
+    shut_stream,
+    trace_connections,
+)
+from img_agent.agent.failures import (
+    describe_failure,
+    error_text,
+    exhausted_message,
+    is_retryable_status,
+    is_timeout,
+    retry_after,
+    status_message,
+)
+from img_agent.agent.messages import (  # noqa: F401 - the message helpers, re-exported
+    LabeledImage,
+    Message,
+    count_images,
+    jpeg_data_url,
+    user_message,
+)
 from img_agent.config import LLMSettings
-from img_agent.errors import LLMError
+from img_agent.errors import LLMError, LLMTimeoutError
 
 logger = logging.getLogger(__name__)
-
-Message = dict[str, Any]
-"""One chat message in the OpenAI wire shape (``{"role": ..., "content": ...}``)."""
 
 MAX_RETRY_WAIT = 8.0
 """Longest pause between two attempts, in seconds (also caps a server's ``Retry-After``)."""
@@ -60,7 +86,6 @@ INITIAL_RETRY_WAIT = 0.25
 NO_KEY_PLACEHOLDER = "not-needed"
 """API key sent to servers configured with a base URL only (many local servers ignore the key)."""
 
-_RETRY_STATUS = frozenset({408, 409, 429})
 _IMAGE_REFUSAL_STATUS = frozenset({400, 415, 422})
 _IMAGE_REFUSAL_PATTERN = re.compile(
     r"image|vision|multi-?modal|content[ _-]?(?:part|type)|mime", re.IGNORECASE
@@ -69,36 +94,6 @@ _IMAGE_REFUSAL_PATTERN = re.compile(
 
 class ImagesNotSupportedError(LLMError):
     """The server refused a request because it carried image content parts."""
-
-
-def jpeg_data_url(data: bytes) -> str:
-    """Return ``data`` (JPEG bytes) as a ``data:image/jpeg;base64,...`` URL."""
-    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
-
-
-LabeledImage = tuple[str, bytes]
-"""``(label, JPEG bytes)``; the label (e.g. ``"[2] /photos/cat.jpg"``) is sent as a text part before the image."""
-
-
-def user_message(text: str, images: Sequence[LabeledImage] = (), *, detail: str = "low") -> Message:
-    """Build a user message: plain text, or text followed by labelled JPEG image parts."""
-    if not images:
-        return {"role": "user", "content": text}
-    parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
-    for label, data in images:
-        parts.append({"type": "text", "text": label})
-        parts.append({"type": "image_url", "image_url": {"url": jpeg_data_url(data), "detail": detail}})
-    return {"role": "user", "content": parts}
-
-
-def count_images(messages: Sequence[Message]) -> int:
-    """Number of image content parts in ``messages``."""
-    total = 0
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, list):
-            total += sum(1 for part in content if isinstance(part, dict) and part.get("type") == "image_url")
-    return total
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,6 +119,7 @@ class LLMClient:
             api_key=settings.api_key or NO_KEY_PLACEHOLDER,
             timeout=settings.timeout,
             max_retries=0,  # our own loop below bounds the total time
+            http_client=openai.DefaultHttpxClient(event_hooks={"request": [trace_connections]}),
         )
         self._lock = threading.Lock()
         self._vision: bool | None = {"yes": True, "no": False}.get(settings.vision)
@@ -163,12 +159,15 @@ class LLMClient:
     def max_call_seconds(self) -> float:
         """Upper bound on the wall time of one :meth:`complete` call, all retries included.
 
-        The timeout applies to each network phase of a request (connect, send, each wait for
-        data), as in httpx; a server trickling a body byte by byte could stretch one attempt, which
-        no ordinary server does.
+        Each attempt ends by ``timeout`` however slowly the server sends, and the whole call by the
+        command's ``deadline``.
         """
         retries = self.settings.max_retries
-        return (retries + 1) * self.settings.timeout + retries * MAX_RETRY_WAIT
+        return min((retries + 1) * self.settings.timeout + retries * MAX_RETRY_WAIT, self.settings.deadline)
+
+    def budget(self) -> AbstractContextManager[LLMBudget]:
+        """Open the budget of one command (``LLMSettings.deadline`` seconds of LLM work), or join the open one."""
+        return llm_budget(self.settings.deadline)
 
     def _remember_vision(self, accepted: bool) -> None:
         with self._lock:
@@ -197,7 +196,8 @@ class LLMClient:
             kwargs["tools"] = list(tools)
             if tool_choice is not None:
                 kwargs["tool_choice"] = tool_choice
-        completion = self._create_with_retries(kwargs, has_images=count_images(messages) > 0)
+        with self._charged() as budget:
+            completion = self._create_with_retries(kwargs, has_images=count_images(messages) > 0, budget=budget)
         # The SDK does not validate responses: read the shape defensively.
         choices = getattr(completion, "choices", None)
         if not isinstance(choices, list) or not choices:
@@ -269,24 +269,56 @@ class LLMClient:
 
     # ------------------------------------------------------------------ retry loop
 
-    def _create_with_retries(self, kwargs: dict[str, Any], *, has_images: bool) -> Any:
-        attempts = self.settings.max_retries + 1
-        last: openai.OpenAIError | None = None
-        for attempt in range(attempts):
+    @contextmanager
+    def _charged(self) -> Iterator[LLMBudget]:
+        """The command's budget, charged with the time spent inside the block."""
+        with self.budget() as budget:
+            started = monotonic()
             try:
-                return self._client.chat.completions.create(**kwargs)
+                yield budget
+            finally:
+                budget.charge(monotonic() - started)
+
+    def _attempt(self, kwargs: dict[str, Any], seconds: float) -> Any:
+        """One request that ends within ``seconds`` in all (it is abandoned then: :class:`DeadlinePassed`)."""
+
+        def work(on_abandon: Callable[[Callable[[], Any]], bool]) -> Any:
+            create = self._client.chat.completions.with_streaming_response.create
+            with create(**kwargs, timeout=seconds) as raw:  # headers read, body not yet
+                response = raw.http_response
+                if not on_abandon(lambda: shut_stream(response.extensions.get("network_stream"))):
+                    return None
+                return raw.parse()
+
+        return run_with_deadline(work, seconds)
+
+    def _create_with_retries(self, kwargs: dict[str, Any], *, has_images: bool, budget: LLMBudget) -> Any:
+        attempts = self.settings.max_retries + 1
+        stop_at = monotonic() + budget.remaining()
+        last: BaseException | None = None
+        cut_by_budget = False
+        for attempt in range(attempts):
+            left = stop_at - monotonic()
+            if left <= 0:
+                raise budget.exceeded(self.endpoint, describe_failure(last) if last else None) from last
+            cut_by_budget = left < self.settings.timeout
+            try:
+                return self._attempt(kwargs, min(self.settings.timeout, left))
+            except DeadlinePassed as exc:
+                last = exc
+                wait = None
             except openai.APIStatusError as exc:
                 if has_images and exc.status_code in _IMAGE_REFUSAL_STATUS and _IMAGE_REFUSAL_PATTERN.search(
-                    _error_text(exc)
+                    error_text(exc)
                 ):
                     self._remember_vision(False)
                     raise ImagesNotSupportedError(
-                        f"HTTP {exc.status_code}: {_error_text(exc)[:200]}"
+                        f"HTTP {exc.status_code}: {error_text(exc)[:200]}"
                     ) from exc
-                if not _is_retryable_status(exc.status_code):
-                    raise LLMError(_status_message(exc, self.endpoint, self.model)) from exc
+                if not is_retryable_status(exc.status_code):
+                    raise LLMError(status_message(exc, self.endpoint, self.model)) from exc
                 last = exc
-                wait = _retry_after(exc)
+                wait = retry_after(exc)
             except openai.APIConnectionError as exc:  # includes APITimeoutError
                 last = exc
                 wait = None
@@ -294,46 +326,21 @@ class LLMClient:
                 raise LLMError(f"The LLM at {self.endpoint} sent an unusable response: {exc}") from exc
             if attempt + 1 < attempts:
                 pause = backoff_seconds(attempt, wait)
+                if monotonic() + pause >= stop_at:  # no time left for another attempt
+                    raise budget.exceeded(self.endpoint, describe_failure(last)) from last
                 logger.warning(
                     "LLM request failed (%s); retry %d/%d in %.2f s",
-                    _describe(last),
+                    describe_failure(last),
                     attempt + 1,
                     attempts - 1,
                     pause,
                 )
                 time.sleep(pause)
-        raise LLMError(_exhausted_message(last, self.endpoint, self.settings.timeout, attempts)) from last
-
-
-def _error_text(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            return str(inner.get("message") or inner)
-        return str(inner)
-    if body is not None:
-        return str(body)
-    return exc.message or ""
-
-
-def _is_retryable_status(status: int) -> bool:
-    return status in _RETRY_STATUS or status >= 500
-
-
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    headers = exc.response.headers
-    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(header)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) / divisor
-        except ValueError:
-            continue
-        if seconds >= 0:
-            return seconds
-    return None
+        timed_out = is_timeout(last)
+        if timed_out and cut_by_budget:
+            raise budget.exceeded(self.endpoint, describe_failure(last)) from last
+        error = LLMTimeoutError if timed_out else LLMError
+        raise error(exhausted_message(last, self.endpoint, self.settings.timeout, attempts)) from last
 
 
 def backoff_seconds(attempt: int, server_wait: float | None) -> float:
@@ -347,40 +354,6 @@ def backoff_seconds(attempt: int, server_wait: float | None) -> float:
     return base * (1.0 - 0.25 * random.random())
 
 
-def _describe(exc: BaseException | None) -> str:
-    if isinstance(exc, openai.APITimeoutError):
-        return "timeout"
-    if isinstance(exc, openai.APIStatusError):
-        return f"HTTP {exc.status_code}"
-    if isinstance(exc, openai.APIConnectionError):
-        return "connection error"
-    return type(exc).__name__
-
-
-def _status_message(exc: openai.APIStatusError, endpoint: str, model: str) -> str:
-    detail = _error_text(exc)[:300]
-    hint = {
-        401: "check LLM_API_KEY",
-        403: "check LLM_API_KEY and the key's permissions",
-        404: f"check LLM_BASE_URL ({endpoint}) and LLM_MODEL ({model!r})",
-    }.get(exc.status_code, f"check LLM_MODEL ({model!r}) and the server's logs")
-    return f"The LLM at {endpoint} rejected the request with HTTP {exc.status_code}: {detail} ({hint})."
-
-
-def _exhausted_message(exc: BaseException | None, endpoint: str, timeout: float, attempts: int) -> str:
-    tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
-    if isinstance(exc, openai.APITimeoutError):
-        return (
-            f"The LLM at {endpoint} did not answer within {timeout:g} s ({tries}). "
-            "Check that the server is up, or raise LLM_TIMEOUT."
-        )
-    if isinstance(exc, openai.RateLimitError):
-        return f"The LLM at {endpoint} is rate limiting requests (HTTP 429, {tries}). Wait and try again."
-    if isinstance(exc, openai.APIStatusError):
-        return (
-            f"The LLM at {endpoint} failed with HTTP {exc.status_code} ({tries}): {_error_text(exc)[:200]}. "
-            "Try again later."
-        )
-    if isinstance(exc, openai.APIConnectionError):
-        return f"Cannot reach the LLM at {endpoint} ({tries}). Check LLM_BASE_URL and that the server is running."
-    return f"The LLM at {endpoint} failed ({tries})."
+def budget_of(llm: LLMClient | None) -> AbstractContextManager[LLMBudget | None]:
+    """The command budget of ``llm`` (see :meth:`LLMClient.budget`), or nothing without an LLM."""
+    return llm.budget() if llm is not None else nullcontext()

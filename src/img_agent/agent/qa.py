@@ -22,12 +22,13 @@ from img_agent.agent.explain import (
     image_note,
 )
 from img_agent.agent.fuse import FusedHit
-from img_agent.agent.llm import LabeledImage, LLMClient
+from img_agent.agent.llm import LabeledImage, LLMClient, budget_of
 from img_agent.agent.prompts import render_prompt
 from img_agent.agent.protocols import RetrievalEngine
 from img_agent.agent.rag import retrieve_fused
 from img_agent.errors import LLMError
 from img_agent.results import SearchFilter, check_k
+from img_agent.textsafe import quoted
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,20 @@ def answer_question(
     Raises:
         InvalidInputError: empty question or bad ``k``; engine errors propagate.
     """
+    with budget_of(llm):  # one deadline for the expansion and the answer together
+        return _answer(engine, llm, question, k, expand=expand, filter=filter, max_images=max_images)
+
+
+def _answer(
+    engine: RetrievalEngine,
+    llm: LLMClient | None,
+    question: str,
+    k: int,
+    *,
+    expand: bool,
+    filter: SearchFilter | None,
+    max_images: int,
+) -> QAResult:
     k = check_k(k, DEFAULT_QA_K)
     question = clean_query(question)
     notes: list[str] = []
@@ -165,7 +180,7 @@ def _ask(
 
     def build_user(sent: int) -> str:
         return render_prompt(
-            "qa_user", prompts_dir, question=question, image_note=image_note(sent), count=len(hits), images=listing
+            "qa_user", prompts_dir, question=quoted(question), image_note=image_note(sent), count=len(hits), images=listing
         )
 
     try:

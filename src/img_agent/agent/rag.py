@@ -27,7 +27,7 @@ from img_agent.agent.expand import (
 )
 from img_agent.agent.explain import DEFAULT_MAX_IMAGES, explain_results
 from img_agent.agent.fuse import DEFAULT_RRF_K, FusedHit, FusionMethod, fuse
-from img_agent.agent.llm import LLMClient
+from img_agent.agent.llm import LLMClient, budget_of
 from img_agent.agent.protocols import RetrievalEngine
 from img_agent.errors import InvalidInputError
 from img_agent.results import DEFAULT_TOPK, MAX_TOPK, SearchFilter, check_k
@@ -109,34 +109,35 @@ def rag_search(
         InvalidInputError: empty query, bad ``k`` / ``variants`` / ``fusion``; engine errors
             propagate. LLM failures never raise.
     """
-    k = check_k(k, DEFAULT_TOPK)
-    notes: list[str] = []
-    if llm is None and (expand or explain):
-        notes.append(NO_LLM_NOTE)
-    if expand and llm is not None:
-        expansion = expand_query_detailed(llm, query, variants)
-        notes.extend(expansion.notes)
-    else:
-        expansion = Expansion(queries=[clean_query(query)], llm_used=False)
-    original = expansion.queries[0]
-    results = retrieve_fused(engine, expansion.queries, k, fusion=fusion, rrf_k=rrf_k, filter=filter)
-    explanation_text: str | None = None
-    images_sent = 0
-    explained = False
-    if explain and llm is not None:
-        explanation = explain_results(
-            llm, original, results, thumbnails=engine, expanded_queries=expansion.queries, max_images=max_images
+    with budget_of(llm):  # one deadline for the expansion and the explanation together
+        k = check_k(k, DEFAULT_TOPK)
+        notes: list[str] = []
+        if llm is None and (expand or explain):
+            notes.append(NO_LLM_NOTE)
+        if expand and llm is not None:
+            expansion = expand_query_detailed(llm, query, variants)
+            notes.extend(expansion.notes)
+        else:
+            expansion = Expansion(queries=[clean_query(query)], llm_used=False)
+        original = expansion.queries[0]
+        results = retrieve_fused(engine, expansion.queries, k, fusion=fusion, rrf_k=rrf_k, filter=filter)
+        explanation_text: str | None = None
+        images_sent = 0
+        explained = False
+        if explain and llm is not None:
+            explanation = explain_results(
+                llm, original, results, thumbnails=engine, expanded_queries=expansion.queries, max_images=max_images
+            )
+            explanation_text, images_sent, explained = explanation.text, explanation.images_sent, explanation.llm_used
+            notes.extend(explanation.notes)
+        return RagResult(
+            original_query=query,
+            expanded_queries=expansion.queries,
+            results=results,
+            ai_explanation=explanation_text,
+            total_results=len(results),
+            fusion=fusion,
+            llm_used=expansion.llm_used or explained,
+            images_sent=images_sent,
+            notes=notes,
         )
-        explanation_text, images_sent, explained = explanation.text, explanation.images_sent, explanation.llm_used
-        notes.extend(explanation.notes)
-    return RagResult(
-        original_query=query,
-        expanded_queries=expansion.queries,
-        results=results,
-        ai_explanation=explanation_text,
-        total_results=len(results),
-        fusion=fusion,
-        llm_used=expansion.llm_used or explained,
-        images_sent=images_sent,
-        notes=notes,
-    )

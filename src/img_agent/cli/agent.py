@@ -10,15 +10,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
-from typing import Any, TextIO
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TextIO
 
-from typing import TYPE_CHECKING
-
-from img_agent.agent.defaults import DEFAULT_QA_K, DEFAULT_RRF_K, DEFAULT_VARIANTS, FUSION_METHODS, MAX_TOOL_ROUNDS, MAX_VARIANTS
+from img_agent.agent.defaults import (
+    DEFAULT_QA_K,
+    DEFAULT_RRF_K,
+    DEFAULT_VARIANTS,
+    FUSION_METHODS,
+    MAX_TOOL_ROUNDS,
+    MAX_VARIANTS,
+)
 from img_agent.cli import output
 from img_agent.cli.context import CLIContext, add_llm_arguments
 from img_agent.errors import ImgAgentError, InvalidInputError, LLMNotConfiguredError
+from img_agent.textsafe import one_line
 
 if TYPE_CHECKING:
     from img_agent.agent.chat import ToolDispatcher
@@ -70,8 +76,74 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     chat.add_argument("--max-rounds", type=int, default=MAX_TOOL_ROUNDS, metavar="N",
                       help=f"rounds of tool calls allowed per message (default {MAX_TOOL_ROUNDS})")
     chat.add_argument("--trace", action="store_true", help="show each tool call on stderr")
+    chat.add_argument("-y", "--yes", action="store_true",
+                      help="run the tools that remove images or do long index work without asking first "
+                      "(otherwise the terminal asks; with no terminal such calls are refused)")
     add_llm_arguments(chat)
     chat.set_defaults(func=cmd_chat)
+
+
+def confirmation_tools() -> frozenset[str]:
+    """The tools whose calls in ``chat`` need the person's confirmation, from the tool definitions:
+    those that can remove something, and those that change the index with long work (they report
+    progress: adding, merging, rebuilding)."""
+    from img_agent.tools.image_tools import TOOL_SPECS
+
+    return frozenset(
+        spec.name for spec in TOOL_SPECS
+        if spec.hints.destructive or (not spec.hints.read_only and "progress" in spec.injected)
+    )
+
+
+def _accepts(tools: list[dict[str, Any]], name: str, parameter: str) -> bool:
+    """Whether tool ``name``'s schema has ``parameter``."""
+    for tool in tools:
+        function = tool.get("function", tool)
+        if function.get("name") == name:
+            return parameter in (function.get("parameters") or {}).get("properties", {})
+    return False
+
+
+def _preview(dispatch: ToolDispatcher, name: str, arguments: dict[str, Any]) -> str:
+    """What a ``dry_run`` of the call reports, as one line for the question (empty when it fails)."""
+    try:
+        result = json.loads(dispatch(name, json.dumps({**arguments, "dry_run": True})))
+    except (ImgAgentError, ValueError):
+        return ""
+    if not isinstance(result, dict) or result.get("error"):
+        return ""
+    removed = result.get("removed")
+    if name == "remove_images" and isinstance(removed, list):
+        shown = ", ".join(one_line(item) for item in removed[:10]) + (", ..." if len(removed) > 10 else "")
+        return f"This would remove {len(removed)} image(s): {shown or 'none'}"
+    return "Preview: " + one_line(json.dumps(result, ensure_ascii=False))[:500]
+
+
+def build_confirm(
+    tools: list[dict[str, Any]], dispatch: ToolDispatcher, *, yes: bool, stdin: TextIO, ask_to: TextIO | None
+) -> Callable[[str, dict[str, Any]], bool]:
+    """How ``chat`` asks the person before a call of :func:`confirmation_tools` runs.
+
+    ``--yes`` allows every call; with a terminal (``ask_to``) the person answers y/N, after a
+    ``dry_run`` preview where the tool has one; without a terminal nobody can confirm, so the call
+    is refused (the model is told so, and a note says how to allow such calls).
+    """
+
+    def confirm(name: str, arguments: dict[str, Any]) -> bool:
+        if yes:
+            return True
+        if ask_to is None:
+            print(f"note: {name} was not run: it needs confirmation and there is no terminal to ask; "
+                  "pass --yes to allow such calls.", file=sys.stderr)
+            return False
+        preview = _preview(dispatch, name, arguments) if _accepts(tools, name, "dry_run") else ""
+        call = one_line(json.dumps(arguments, ensure_ascii=False))
+        ask_to.write(f"The model wants to run {name}({call[:500]}).\n" + (f"{preview}\n" if preview else "")
+                     + "Run it? [y/N] ")
+        ask_to.flush()
+        return stdin.readline().strip().lower() in ("y", "yes")
+
+    return confirm
 
 
 def build_tools(ctx: CLIContext) -> tuple[list[dict[str, Any]], ToolDispatcher]:
@@ -155,8 +227,10 @@ def cmd_chat(ctx: CLIContext) -> int:
     from img_agent.agent.chat import ChatSession
 
     tools, dispatch = build_tools(ctx)
-    session = ChatSession(llm, tools, dispatch, max_rounds=args.max_rounds)
     interactive = sys.stdin.isatty()
+    confirm = build_confirm(tools, dispatch, yes=args.yes, stdin=sys.stdin, ask_to=sys.stderr if interactive else None)
+    session = ChatSession(llm, tools, dispatch, max_rounds=args.max_rounds, confirm_tools=confirmation_tools(),
+                          confirm=confirm)
     if interactive and not ctx.json:
         print(f"img-agent chat with {llm.model} ({len(tools)} tools). /reset starts over, /exit or Ctrl-D ends.",
               file=sys.stderr)

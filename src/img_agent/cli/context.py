@@ -42,6 +42,7 @@ LLM_FLAGS = {
     "llm_api_key": "api_key",
     "llm_model": "model",
     "llm_timeout": "timeout",
+    "llm_deadline": "deadline",
     "llm_retries": "max_retries",
     "llm_vision": "vision",
     "prompts_dir": "prompts_dir",
@@ -56,7 +57,9 @@ def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
                        help="API key (LLM_API_KEY; prefer the environment)")
     group.add_argument("--llm-model", default=None, metavar="NAME", help="chat model (LLM_MODEL)")
     group.add_argument("--llm-timeout", default=None, type=float, metavar="SECONDS",
-                       help="seconds per LLM request (LLM_TIMEOUT)")
+                       help="seconds per LLM request, whole (LLM_TIMEOUT)")
+    group.add_argument("--llm-deadline", default=None, type=float, metavar="SECONDS",
+                       help="seconds of LLM work per command, retries included (LLM_DEADLINE)")
     group.add_argument("--llm-retries", default=None, type=int, metavar="N",
                        help="retries on timeouts, 429, 5xx (LLM_MAX_RETRIES)")
     group.add_argument("--llm-vision", default=None, choices=["auto", "yes", "no"],

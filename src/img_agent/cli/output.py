@@ -1,6 +1,8 @@
 """Everything the command line shows: JSON for ``--json``, tables and lines for people, progress bars.
 
-Results go to stdout; progress, notes about a chat turn and tool traces go to stderr.
+Results go to stdout; progress, notes about a chat turn and tool traces go to stderr. Text that
+comes from the collection (paths, reasons, queries) is shown through
+:func:`~img_agent.textsafe.one_line`, so a file name cannot break a table's lines or move the cursor.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
+
+from img_agent.textsafe import one_line
 
 if TYPE_CHECKING:
     from img_agent.agent.chat import ChatTurn
@@ -70,7 +74,7 @@ def print_hits(hits: Sequence[Json]) -> None:
         return
     print(f"{'rank':>4}  {'score':>7}  {'id':>7}  path")
     for h in hits:
-        print(f"{h['rank']:>4}  {h['score']:>7.4f}  {h['id']:>7}  {h['path']}")
+        print(f"{h['rank']:>4}  {h['score']:>7.4f}  {h['id']:>7}  {one_line(h['path'])}")
 
 
 def print_status(st: Json) -> None:
@@ -100,7 +104,7 @@ def _print_jobs(jobs: Sequence[Json]) -> None:
         total = f"/{job['total']:,}" if job["total"] is not None else ""
         running = job["state"] == "running" and job["message"]
         extra = f": {job['failure']}" if job["failure"] else (f" ({job['message']})" if running else "")
-        print(f"job {job['id']}  {job['state']}  {job['done']:,}{total}  {job['description']}{extra}")
+        print(one_line(f"job {job['id']}  {job['state']}  {job['done']:,}{total}  {job['description']}{extra}"))
 
 
 def print_service_status(st: Json) -> None:
@@ -143,16 +147,21 @@ def print_add_report(report: Json, maintenance: Sequence[Json], *, pruned: bool)
     print(f"Added {len(report['added']):,}, unchanged {report['unchanged']:,}, replaced {len(report['replaced']):,}, "
           f"skipped {len(report['skipped']):,}{removed}")
     for item in report["skipped"]:
-        print(f"  skipped {item['path']}: {item['reason']}")
+        print(f"  skipped {one_line(item['path'])}: {one_line(item['reason'])}")
     for m in maintenance:
         print(f"{m['operation']}: {m['moved']:,} vectors into {m['index']} (generation {m['generation']}) "
               f"in {m['seconds']:.1f} s")
 
 
 def print_remove_report(report: Json) -> None:
-    print(f"Removed {len(report['removed']):,} image(s): invisible to search now, dropped from disk at the next rebuild.")
+    removed = report["removed"]
+    if report.get("dry_run"):
+        shown = ", ".join(str(i) for i in removed[:50]) + (" ..." if len(removed) > 50 else "")
+        print(f"Dry run: would remove {len(removed):,} image(s) (nothing removed): {shown}")
+    else:
+        print(f"Removed {len(removed):,} image(s): invisible to search now, dropped from disk at the next rebuild.")
     for item in report["not_found"]:
-        print(f"  not found: {item}")
+        print(f"  not found: {one_line(item)}")
 
 
 def print_maintenance_report(op: str, report: Json) -> None:
@@ -166,21 +175,21 @@ def print_maintenance_report(op: str, report: Json) -> None:
 def print_notes(notes: Sequence[str], out: TextIO | None = None) -> None:
     out = out or sys.stdout
     for note in notes:
-        print(f"note: {note}", file=out)
+        print(f"note: {one_line(note)}", file=out)
 
 
 def print_rag_result(result: RagResult, out: TextIO | None = None) -> None:
     """``search --expand``: the queries searched, ranked results, the explanation, notes."""
     out = out or sys.stdout
     if len(result.expanded_queries) > 1:
-        print("searched: " + " | ".join(result.expanded_queries), file=out)
+        print("searched: " + " | ".join(one_line(q) for q in result.expanded_queries), file=out)
     if not result.results:
         print("no results", file=out)
     width = len(str(len(result.results)))
     many = len(result.expanded_queries) > 1
     for hit in result.results:
         matched = f"  ({len(hit.matched_queries)}/{len(result.expanded_queries)} queries)" if many else ""
-        print(f"{hit.rank:>{width}}. {hit.score:.3f}  #{hit.id}  {hit.path}{matched}", file=out)
+        print(f"{hit.rank:>{width}}. {hit.score:.3f}  #{hit.id}  {one_line(hit.path)}{matched}", file=out)
     if result.ai_explanation:
         print("\n" + result.ai_explanation.strip(), file=out)
     print_notes(result.notes, out)
@@ -194,7 +203,7 @@ def print_qa_result(result: QAResult, out: TextIO | None = None) -> None:
     print("sources:" if result.sources else "no images found", file=out)
     for source in result.sources:
         cited = "  (cited)" if source.cited else ""
-        print(f"  [{source.label}] {source.score:.3f}  #{source.id}  {source.path}{cited}", file=out)
+        print(f"  [{source.label}] {source.score:.3f}  #{source.id}  {one_line(source.path)}{cited}", file=out)
     print_notes(result.notes, out)
 
 
@@ -203,7 +212,8 @@ def print_trace(turn: ChatTurn, out: TextIO | None = None) -> None:
     out = out or sys.stderr
     for call in turn.tool_calls:
         args = call.arguments if len(call.arguments) <= 200 else call.arguments[:200] + "..."
-        print(f"  [tool {call.round}] {call.name}({args}) -> {'error' if call.error else 'ok'}", file=out)
+        outcome = "declined" if call.declined else ("error" if call.error else "ok")
+        print(f"  [tool {call.round}] {one_line(call.name)}({one_line(args)}) -> {outcome}", file=out)
 
 
 def print_turn(turn: ChatTurn, *, trace: bool) -> None:

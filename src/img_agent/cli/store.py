@@ -36,8 +36,17 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     agent.add_rag_arguments(p)
     p.set_defaults(func=cmd_search)
 
-    p = subparsers.add_parser("remove", parents=[common], help="remove images by id, file path or folder")
+    p = subparsers.add_parser(
+        "remove", parents=[common], help="remove images by id, file path or folder",
+        description="Remove images from the index (files are never touched). An item of ASCII digits is an id, "
+        "anything else a file or folder path; digits that also name an existing path are refused as ambiguous "
+        "unless --id or --path says which.",
+    )
     p.add_argument("items", nargs="+", metavar="ID|PATH")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--id", dest="as_ids", action="store_true", help="every item is an image id")
+    kind.add_argument("--path", dest="as_paths", action="store_true", help="every item is a file or folder path")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, removing nothing")
     p.set_defaults(func=cmd_remove)
 
     p = subparsers.add_parser("merge", parents=[common], help="merge the buffer into the main index (no retraining)")
@@ -129,11 +138,38 @@ def cmd_search(ctx: CLIContext) -> int:
     return 0
 
 
+def _is_id(item: str) -> bool:
+    """Only ASCII digits make an id ('²' or '٣' are names)."""
+    return item.isascii() and item.isdigit()
+
+
+def removal_items(items: list[str], *, as_ids: bool = False, as_paths: bool = False) -> tuple[list[int], list[str]]:
+    """(ids, absolute paths) the ``remove`` items name.
+
+    Raises:
+        InvalidInputError: with ``--id``, an item that is not an id; without ``--id``/``--path``, digits
+            that also name an existing file or folder (both readings are named).
+    """
+    if as_paths:
+        return [], [_absolute(item) for item in items]
+    if as_ids:
+        bad = [item for item in items if not _is_id(item)]
+        if bad:
+            raise InvalidInputError(f"With --id every item must be an image id (ASCII digits); not ids: "
+                                    f"{', '.join(repr(b) for b in bad)}. Drop --id to remove paths.")
+        return [int(item) for item in items], []
+    ambiguous = [item for item in items if _is_id(item) and Path(item).expanduser().exists()]
+    if ambiguous:
+        readings = "; ".join(f"{item!r} is image id {item} and also the path {_absolute(item)}" for item in ambiguous)
+        raise InvalidInputError(f"Ambiguous: {readings}. Add --id to remove by id or --path to remove the path.")
+    return [int(item) for item in items if _is_id(item)], [_absolute(item) for item in items if not _is_id(item)]
+
+
 def cmd_remove(ctx: CLIContext) -> int:
-    """Items that are all digits are ids; anything else is a file or folder path."""
-    ids = [int(item) for item in ctx.args.items if item.isdigit()]
-    paths = [_absolute(item) for item in ctx.args.items if not item.isdigit()]
-    report = ctx.call("remove_images", ids=ids or None, paths=paths or None)
+    """Items of ASCII digits are ids, anything else a file or folder path (``--id`` / ``--path`` decide)."""
+    args = ctx.args
+    ids, paths = removal_items(args.items, as_ids=args.as_ids, as_paths=args.as_paths)
+    report = ctx.call("remove_images", ids=ids or None, paths=paths or None, dry_run=args.dry_run)
     ctx.emit(report, lambda: output.print_remove_report(report))
     return 0
 

@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     serve.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
     serve.add_argument("--host", default=DEFAULT_HTTP_HOST, help=f"HTTP address to bind (default {DEFAULT_HTTP_HOST})")
     serve.add_argument("--port", type=int, default=DEFAULT_HTTP_PORT, help=f"HTTP port (default {DEFAULT_HTTP_PORT})")
+    serve.add_argument("--token", default=None, help="bearer token HTTP clients must send (default: IMG_AGENT_HTTP_TOKEN; "
+                       "on a non-loopback --host a random one is made and printed)")
     serve.set_defaults(func=cmd_serve)
 
     tools = subparsers.add_parser(
@@ -74,9 +76,14 @@ def cmd_serve(ctx: CLIContext) -> int:
         from img_agent.service.bridge import run_bridge
 
         return run_bridge(ctx.service(client="bridge", roots=[str(r) for r in roots] if roots else None))
-    from img_agent.tools.mcp_standalone import serve
+    from img_agent.tools.mcp_standalone import http_token, serve
 
-    serve(ctx.settings(), roots=roots, llm_settings=llm_settings(args), http=True, host=args.host, port=args.port)
+    given = args.token or ctx.settings().http_token
+    token = http_token(args.host, given)
+    if token and not given:
+        print(f"Clients of http://{args.host}:{args.port}/mcp must send 'Authorization: Bearer {token}'", flush=True)
+    serve(ctx.settings(), roots=roots, llm_settings=llm_settings(args), http=True, host=args.host, port=args.port,
+          token=token)
     return 0
 
 

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from img_agent.errors import ImageDecodeError, InvalidInputError
 
-__all__ = ["decode_image_bytes", "make_thumbnail", "to_rgb"]
+__all__ = ["check_declared_size", "decode_image_bytes", "make_thumbnail", "to_rgb"]
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +146,32 @@ def decode_image_bytes(
     finally:
         img.close()
     return rgb, fmt, full_w, full_h
+
+
+def check_declared_size(data: bytes, *, max_pixels: int) -> tuple[str, int, int]:
+    """``(format, width, height)`` read from the header only: no pixel is decoded, nothing large allocated.
+
+    Raises:
+        ImageDecodeError: not an image, a corrupt header, or more than ``max_pixels`` pixels declared
+            ("image too large: WxH pixels exceeds N").
+    """
+    if not data:
+        raise ImageDecodeError("zero-byte file")
+    _silence_pil_bomb_warning()
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, (width, height) = img.format or "unknown", img.size
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image (unrecognised format)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"image too large: {exc}") from None
+    except _PIL_DECODE_ERRORS as exc:
+        raise ImageDecodeError(f"truncated or corrupt image: {_describe(exc)}") from None
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f"truncated or corrupt image: invalid size {width}x{height}")
+    if width * height > max_pixels:
+        raise ImageDecodeError(f"image too large: {width}x{height} pixels exceeds the limit of {max_pixels:,} pixels")
+    return fmt, width, height
 
 
 def _describe(exc: BaseException) -> str:

@@ -26,6 +26,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from img_agent.embed.names import (
+    UNSUPPORTED_IMAGE_EXTENSIONS,
+    bad_name,
+    printable_path,
+    unsupported_reason,
+    utf8_name,
+)
 from img_agent.errors import ImageDecodeError
 from img_agent.results import FileFacts, SkippedItem
 
@@ -34,12 +41,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "UNSUPPORTED_IMAGE_EXTENSIONS",
     "Confinement",
     "LoadedImage",
     "RawFile",
     "decode_file",
     "is_image_name",
     "iter_image_files",
+    "printable_path",
     "read_file",
     "read_image_file",
 ]
@@ -48,7 +57,6 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
 """Suffixes (lower case, with the dot) that a folder walk treats as images; compared case-insensitively."""
-
 
 @dataclass(frozen=True, slots=True)
 class RawFile:
@@ -118,14 +126,17 @@ def iter_image_files(
     """Yield the image files under ``paths``, absolute and resolved, each once.
 
     ``paths`` are handled in the order given. An explicit file is yielded whatever its
-    extension (the decoder decides); a directory is walked depth-first in name order
+    extension (the decoder decides), except a format listed in
+    :data:`UNSUPPORTED_IMAGE_EXTENSIONS`; a directory is walked depth-first in name order
     (``recursive=False``: its direct entries only), keeping files with an image extension
     (:data:`IMAGE_EXTENSIONS`) and ignoring other files. Hidden files and folders are kept.
 
     Anything unusable becomes a :class:`SkippedItem` and the walk goes on: a missing path, a
     broken symbolic link, a link loop (a directory reached again below itself, or a link
     chain that never ends), an unreadable directory, a special file (FIFO, device) given
-    explicitly or carrying an image extension. A directory reached a second time through
+    explicitly or carrying an image extension, a file of an unsupported image format (HEIC,
+    SVG: :data:`UNSUPPORTED_IMAGE_EXTENSIONS`, with what to do), a file or folder whose name is not
+    valid UTF-8 (its path is shown with ``\\xNN`` escapes). A directory reached a second time through
     another route (not a loop) is not walked again and not reported: its files were already
     yielded. A file reached twice (two arguments, or a link to it) is yielded once.
 
@@ -142,11 +153,14 @@ def iter_image_files(
         try:
             st = os.stat(given)
         except OSError as exc:
-            yield SkippedItem(path=str(given), reason=_missing_reason(given, exc))
+            yield SkippedItem(path=printable_path(given), reason=_missing_reason(given, exc))
             continue
         real = _resolved(given)
         if isinstance(real, SkippedItem):
             yield real
+            continue
+        if not utf8_name(real):
+            yield bad_name(given)
             continue
         if confine is not None and not confine.contains(real):
             yield _outside(given, "folder" if stat.S_ISDIR(st.st_mode) else "file", confine)
@@ -155,13 +169,15 @@ def iter_image_files(
             yield from _walk(
                 real, st, recursive=recursive, confine=confine, seen_files=seen_files, walked_dirs=walked_dirs
             )
+        elif stat.S_ISREG(st.st_mode) and unsupported_reason(real.name) is not None:
+            yield SkippedItem(path=printable_path(given), reason=str(unsupported_reason(real.name)))
         elif stat.S_ISREG(st.st_mode):
             key = str(real)
             if key not in seen_files:
                 seen_files.add(key)
                 yield real
         else:
-            yield SkippedItem(path=str(given), reason="not a regular file")
+            yield SkippedItem(path=printable_path(given), reason="not a regular file")
 
 
 def _walk(
@@ -208,7 +224,7 @@ def _walk(
         except OSError as exc:
             name_suffix = os.path.splitext(entry.name)[1]
             if is_image_name(entry.name) or not name_suffix:  # an image, or maybe a folder
-                yield SkippedItem(path=str(path), reason=_missing_reason(path, exc))
+                yield SkippedItem(path=printable_path(path), reason=_missing_reason(path, exc))
             else:
                 logger.debug("ignoring unreadable non-image entry %s: %s", path, exc)
             continue
@@ -223,7 +239,7 @@ def _walk(
                     continue
             key = (st.st_dev, st.st_ino)
             if key in ancestors:
-                yield SkippedItem(path=str(path), reason="symbolic link loop")
+                yield SkippedItem(path=printable_path(path), reason="symbolic link loop")
                 continue
             if key in walked_dirs:
                 logger.debug("directory %s already walked through another route", path)
@@ -232,6 +248,9 @@ def _walk(
             real = _resolved(path) if is_link else path
             if isinstance(real, SkippedItem):
                 yield real
+                continue
+            if not utf8_name(real):  # nothing under it could be catalogued
+                yield bad_name(path)
                 continue
             listing = _list_dir(real)
             if isinstance(listing, SkippedItem):
@@ -242,6 +261,9 @@ def _walk(
             continue
 
         if not is_image_name(entry.name):
+            unsupported = unsupported_reason(entry.name) if is_reg else None
+            if unsupported is not None:
+                yield SkippedItem(path=printable_path(path), reason=unsupported)
             continue
         if is_link and confine is not None:
             refused = _confined_link(path, "file", confine)
@@ -249,11 +271,14 @@ def _walk(
                 yield refused
                 continue
         if not is_reg:
-            yield SkippedItem(path=str(path), reason="not a regular file")
+            yield SkippedItem(path=printable_path(path), reason="not a regular file")
             continue
         real = _resolved(path) if is_link else path
         if isinstance(real, SkippedItem):
             yield real
+            continue
+        if not utf8_name(real):
+            yield bad_name(path)
             continue
         key_s = str(real)
         if key_s not in seen_files:
@@ -273,7 +298,7 @@ def _outside(path: Path, kind: str, confine: Confinement) -> SkippedItem:
     """The skip for ``path`` (a ``kind``) that resolves outside ``confine``; the reason never names the target."""
     where = f"outside the {confine.describe_roots()}"
     reason = f"symbolic link to a {kind} {where}" if os.path.islink(path) else where
-    return SkippedItem(path=str(path), reason=reason)
+    return SkippedItem(path=printable_path(path), reason=reason)
 
 
 def _resolved(path: Path) -> Path | SkippedItem:
@@ -281,9 +306,9 @@ def _resolved(path: Path) -> Path | SkippedItem:
     try:
         return path.resolve(strict=True)
     except OSError as exc:
-        return SkippedItem(path=str(path), reason=_missing_reason(path, exc))
+        return SkippedItem(path=printable_path(path), reason=_missing_reason(path, exc))
     except RuntimeError:  # pathlib's loop detection on Python < 3.13
-        return SkippedItem(path=str(path), reason="symbolic link loop")
+        return SkippedItem(path=printable_path(path), reason="symbolic link loop")
 
 
 def _list_dir(directory: Path) -> list[os.DirEntry[str]] | SkippedItem:
@@ -292,7 +317,7 @@ def _list_dir(directory: Path) -> list[os.DirEntry[str]] | SkippedItem:
         with os.scandir(directory) as it:
             return sorted(it, key=lambda e: e.name)
     except OSError as exc:
-        return SkippedItem(path=str(directory), reason=_stat_reason(exc))
+        return SkippedItem(path=printable_path(directory), reason=_stat_reason(exc))
 
 
 # --------------------------------------------------------------------------- reading

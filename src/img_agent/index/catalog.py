@@ -13,6 +13,9 @@ the file (rows ``in_main = 1, in_file = 0``); opening re-adds those rows from th
 checkpoint (a rebuild, or a merge once enough rows are unsaved) writes a new file and sets
 ``in_file = in_main`` in the same transaction that switches the generation.
 
+``vector_segments`` holds a CRC-32 per segment of the vector file (a fixed number of rows each),
+committed with the rows whose vectors they cover; opening checks them.
+
 Commits of this database are the acknowledgement points of the engine: an add has happened once
 its rows are committed here (the vectors were appended and fsynced before).
 """
@@ -21,18 +24,28 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from img_agent.errors import ModelMismatchError, NotFoundError, StoreCorruptError, StoreVersionError
-from img_agent.results import FileFacts, ImageRecord
+from img_agent.errors import ModelMismatchError, NotFoundError
+from img_agent.index.rows import (
+    RECORD_COLUMNS,
+    LiveRow,
+    NewImage,
+    StateArrays,
+    record_of,
+)
+from img_agent.index.sqlite_db import FORMAT_VERSION, Database
+from img_agent.results import ImageRecord
 
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "Catalog", "LiveRow", "NewImage", "StateArrays"]
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_SEGMENTS = """
+CREATE TABLE IF NOT EXISTS vector_segments (segment INTEGER PRIMARY KEY, rows INTEGER NOT NULL, crc INTEGER NOT NULL)
+"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,147 +69,22 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE UNIQUE INDEX IF NOT EXISTS images_live_path ON images(path) WHERE state != 'deleted';
 CREATE INDEX IF NOT EXISTS images_live_sha ON images(sha256) WHERE state != 'deleted';
 CREATE INDEX IF NOT EXISTS images_state ON images(state, in_main);
-"""
+""" + _SEGMENTS
 
-_RECORD_COLUMNS = "id, path, sha256, size, width, height, format, mtime, added_at, description, tags"
+class Catalog(Database):
+    """Thread-safe access to ``catalog.sqlite``: images, their states, meta and vector checksums."""
 
-
-@dataclass(frozen=True)
-class NewImage:
-    """A row to insert: the file's facts and optional notes (its id comes from the vector store)."""
-
-    file: FileFacts
-    description: str | None = None
-    tags: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class LiveRow:
-    id: int
-    sha256: str
-    size: int
-    mtime: float
-    path: str
-
-
-@dataclass(frozen=True)
-class StateArrays:
-    """Ids by state, as loaded at open: enough to rebuild the in-memory view."""
-
-    next_id: int
-    buffer_ids: np.ndarray
-    main_ids: np.ndarray
-    tombstone_ids: np.ndarray
-    unsaved_ids: np.ndarray  # in the main index but not in its file: re-added at open
-
-
-def _record(row: tuple) -> ImageRecord:
-    return ImageRecord(
-        id=row[0],
-        path=row[1],
-        sha256=row[2],
-        size=row[3],
-        width=row[4],
-        height=row[5],
-        format=row[6],
-        mtime=row[7],
-        added_at=row[8],
-        description=row[9],
-        tags=json.loads(row[10] or "[]"),
-    )
-
-
-class Catalog:
-    """Thread-safe access to ``catalog.sqlite`` (one connection, serialised by a lock)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._lock = threading.RLock()
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            version = self._read_version()
-        except sqlite3.DatabaseError as exc:
-            raise StoreCorruptError(
-                f"{path} is not a readable img-agent catalog ({exc}). Move it away to start a new store, "
-                "or point --data-dir at another folder."
-            ) from exc
-        if version is None:
-            with self._tx():
-                # executescript() would commit on its own; run the statements inside this transaction.
-                for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
-                    self._db.execute(stmt)
-                self._db.execute("INSERT INTO meta(key, value) VALUES ('format_version', ?)", (str(FORMAT_VERSION),))
-                self._db.execute("INSERT INTO meta(key, value) VALUES ('created_at', ?)", (str(time.time()),))
-        elif version > FORMAT_VERSION:
-            raise StoreVersionError(
-                f"The store at {path.parent} has format version {version}, newer than this img-agent understands "
-                f"({FORMAT_VERSION}). Upgrade img-agent (pip install -U img-agent) or use another --data-dir."
-            )
-
-    # -- plumbing -----------------------------------------------------------------------------
-    def _read_version(self) -> int | None:
-        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not tables:
-            return None
-        if "meta" not in tables or "images" not in tables:
-            raise StoreCorruptError(
-                f"{self.path} is an SQLite database but not an img-agent catalog. Use another --data-dir."
-            )
-        row = self._db.execute("SELECT value FROM meta WHERE key='format_version'").fetchone()
-        if row is None:
-            raise StoreCorruptError(f"{self.path} has no format version; it is damaged. Use another --data-dir.")
-        return int(row[0])
-
-    class _Tx:
-        def __init__(self, cat: Catalog):
-            self.cat = cat
-
-        def __enter__(self):
-            self.cat._lock.acquire()
-            self.cat._db.execute("BEGIN IMMEDIATE")
-            return self.cat._db
-
-        def __exit__(self, exc_type, exc, tb):
-            try:
-                self.cat._db.execute("ROLLBACK" if exc_type else "COMMIT")
-            finally:
-                self.cat._lock.release()
-            return False
-
-    def _tx(self) -> Catalog._Tx:
-        return Catalog._Tx(self)
-
-    def _query(self, sql: str, params: Sequence = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    # -- meta ---------------------------------------------------------------------------------
-    def meta(self) -> dict[str, str]:
-        return dict(self._query("SELECT key, value FROM meta"))
-
-    def set_meta(self, **values: object) -> None:
-        with self._tx() as db:
-            self._set_meta(db, values)
-
-    @staticmethod
-    def _set_meta(db: sqlite3.Connection, values: dict[str, object]) -> None:
-        db.executemany(
-            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-            [(k, str(v)) for k, v in values.items()],
-        )
+    SCHEMA = _SCHEMA
+    ADDED_TABLES = _SEGMENTS
+    TABLES = frozenset({"meta", "images"})
 
     def bind_model(self, model: str, pretrained: str, dim: int | None) -> None:
         """Record the embedding space on first use; refuse a different one afterwards."""
         meta = self.meta()
         stored = (meta.get("model"), meta.get("pretrained"))
         if stored == (None, None):
+            if self.read_only:
+                return
             values: dict[str, object] = {"model": model, "pretrained": pretrained}
             if dim is not None:
                 values["dim"] = dim
@@ -209,10 +97,11 @@ class Catalog:
                 f"--model {stored[0]} --pretrained {stored[1]}, or use another --data-dir for the other model."
             )
         if dim is not None:
-            stored_dim = meta.get("dim")
+            stored_dim = self.meta_int("dim")
             if stored_dim is None:
-                self.set_meta(dim=dim)
-            elif int(stored_dim) != dim:
+                if not self.read_only:
+                    self.set_meta(dim=dim)
+            elif stored_dim != dim:
                 raise ModelMismatchError(
                     f"The store at {self.path.parent} holds {stored_dim}-d vectors but the model gives {dim}-d. "
                     "Use another --data-dir for this model."
@@ -221,7 +110,7 @@ class Catalog:
     # -- reads --------------------------------------------------------------------------------
     def state_arrays(self) -> StateArrays:
         def ids(where: str) -> np.ndarray:
-            rows = self._db.execute(f"SELECT id FROM images WHERE {where} ORDER BY id").fetchall()
+            rows = self._query(f"SELECT id FROM images WHERE {where} ORDER BY id")
             return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
         with self._lock:
@@ -261,14 +150,14 @@ class Catalog:
         """Records of live images by id (removed or unknown ids are absent unless include_deleted)."""
         live = "" if include_deleted else " AND state != 'deleted'"
         out: dict[int, ImageRecord] = {}
-        ids = [int(i) for i in ids]
+        ids = [int(i) for i in ids if INT64_MIN <= i <= INT64_MAX]  # others are no id at all
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
             marks = ",".join("?" * len(chunk))
             for row in self._query(
-                f"SELECT {_RECORD_COLUMNS} FROM images WHERE id IN ({marks}){live}", chunk
+                f"SELECT {RECORD_COLUMNS} FROM images WHERE id IN ({marks}){live}", chunk
             ):
-                out[row[0]] = _record(row)
+                out[row[0]] = record_of(row)
         return out
 
     def record(self, image_id: int) -> ImageRecord:
@@ -294,10 +183,13 @@ class Catalog:
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     # -- writes -------------------------------------------------------------------------------
-    def insert(self, ids: Sequence[int], rows: Sequence[NewImage], *, replaced: Sequence[int] = ()) -> None:
-        """Insert new buffer rows ``ids[i]: rows[i]`` and retire the rows they replace, atomically."""
+    def insert(self, ids: Sequence[int], rows: Sequence[NewImage], *, replaced: Sequence[int] = (),
+               segments: Sequence[tuple[int, int, int]] = ()) -> None:
+        """Insert new buffer rows ``ids[i]: rows[i]`` and retire the rows they replace, atomically, with
+        the checksums of the vector-file ``segments`` (segment, rows, crc) that now hold their vectors."""
         now = time.time()
         with self._tx() as db:
+            self._put_segments(db, segments)
             if replaced:
                 db.executemany(
                     "UPDATE images SET state='deleted', deleted_at=? WHERE id=? AND state != 'deleted'",
@@ -314,6 +206,28 @@ class Catalog:
                 ],
             )
 
+    # -- vector-file checksums ----------------------------------------------------------------
+    def segments(self) -> list[tuple[int, int, int]]:
+        """(segment, rows, crc32) of the vector file, ascending; rows past them have no checksum yet."""
+        if self.read_only and self.tables and "vector_segments" not in self.tables:
+            return []
+        return [(int(a), int(b), int(c)) for a, b, c in self._query(
+            "SELECT segment, rows, crc FROM vector_segments ORDER BY segment")]
+
+    def set_segments(self, segments: Sequence[tuple[int, int, int]]) -> None:
+        """Record the checksums of ``segments`` (segment, rows, crc32)."""
+        with self._tx() as db:
+            self._put_segments(db, segments)
+
+    @staticmethod
+    def _put_segments(db: sqlite3.Connection, segments: Sequence[tuple[int, int, int]]) -> None:
+        db.executemany(
+            "INSERT INTO vector_segments(segment, rows, crc) VALUES (?, ?, ?) "
+            "ON CONFLICT(segment) DO UPDATE SET rows=excluded.rows, crc=excluded.crc",
+            [(int(a), int(b), int(c)) for a, b, c in segments],
+        )
+
+    # -- writes (continued) ---------------------------------------------------------------------
     def touch(self, image_id: int, mtime: float) -> None:
         with self._tx() as db:
             db.execute("UPDATE images SET mtime=? WHERE id=?", (mtime, image_id))
@@ -373,13 +287,3 @@ class Catalog:
             db.execute("UPDATE images SET state='buffer' WHERE state='main'")
             db.execute("UPDATE images SET in_main=0, in_file=0 WHERE in_main=1 OR in_file=1")
             self._set_meta(db, {"main_generation": 0})
-
-
-def check_integrity(catalog: Catalog, vector_rows: int) -> None:
-    """Every catalogued id must have a stored vector."""
-    next_id = catalog.next_id()
-    if next_id > vector_rows:
-        raise StoreCorruptError(
-            f"The catalog knows ids up to {next_id - 1} but the vector store holds {vector_rows} rows; "
-            "vectors.f32 was truncated or replaced. Restore it from a backup or re-index into a new --data-dir."
-        )

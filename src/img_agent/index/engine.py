@@ -6,8 +6,8 @@ Double-buffer design, durable and thread-safe:
 - an exact in-memory **buffer** of recently added vectors (rebuilt from the catalog at open),
 - a **deleted** set, excluded inside every search by a bitmap selector over the dense id space.
 
-This module opens and closes a store (the directory lock, the model identity, the lazy encoder)
-and delegates: adds and removes to :mod:`~img_agent.index.ingest`, searches to
+This module opens and closes a store (checks, lock and read-only mode live in
+:mod:`~img_agent.index.store_files`; the model identity and the lazy encoder here) and delegates: adds and removes to :mod:`~img_agent.index.ingest`, searches to
 :mod:`~img_agent.index.search`, merge / rebuild / status to :mod:`~img_agent.index.maintenance`;
 what they share is :class:`~img_agent.index.state.State`.
 """
@@ -15,7 +15,6 @@ what they share is :class:`~img_agent.index.state.State`.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -25,24 +24,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from img_agent.config import Settings
-from img_agent.errors import (
-    ImageDecodeError,
-    InvalidInputError,
-    ModelLoadingError,
-    NotFoundError,
-    StoreError,
-    StoreInUseError,
-)
+from img_agent.errors import ImageDecodeError, InvalidInputError, ModelLoadingError, NotFoundError, StoreError
 from img_agent.index import faiss_plan
-from img_agent.index.catalog import Catalog, check_integrity
+from img_agent.index.failures import read_only
 from img_agent.index.ingest import Ingest
 from img_agent.index.maintenance import Maintenance, load_view
 from img_agent.index.search import Ranked, Searcher, normalise
 from img_agent.index.state import State
-from img_agent.index.vectors import VectorStore
+from img_agent.index.store_files import Opened, open_store
 from img_agent.results import (
     AddReport,
     ImageRecord,
+    BackupReport,
     IndexStatus,
     MaintenanceReport,
     ProgressCallback,
@@ -59,61 +52,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class _DirLock:
-    """An exclusive lock on the data directory for the life of the engine (one writer process)."""
-
-    def __init__(self, folder: Path):
-        self.path = folder / "lock"
-        self._fh = open(self.path, "a+")
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory lock, single-process use is on the user
-            return
-        try:
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._fh.seek(0)
-            holder = self._fh.read().strip()
-            self._fh.close()
-            pid = int(holder) if holder.isdigit() else None
-            raise StoreInUseError(
-                f"The data directory {folder} is in use by another img-agent process (pid {holder or 'unknown'}), "
-                "normally the store's service: the CLI and img_agent.connect() go through it. Stop it with "
-                "'img-agent service stop', or point --data-dir / IMG_AGENT_DATA_DIR at another folder.",
-                pid,
-            ) from None
-        self._fh.seek(0)
-        self._fh.truncate()
-        self._fh.write(str(os.getpid()))
-        self._fh.flush()
-
-    def release(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
-
-
 class Engine:
     """Index, search and maintain one image collection. Thread-safe; one per data directory."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, store: VectorStore, lock: _DirLock,
-                 model: str, pretrained: str, encoder: ClipEncoder | None, model_wait: float | None = None):
+    def __init__(self, settings: Settings, opened: Opened, encoder: ClipEncoder | None, model_wait: float | None = None):
         self.settings = settings
-        self.catalog = catalog
-        self.store = store
-        self.model = model
-        self.pretrained = pretrained
+        self.catalog = opened.catalog
+        self.store = opened.vectors
+        self.model = opened.model
+        self.pretrained = opened.pretrained
         self.data_dir = settings.data_dir
-        self._dirlock = lock
+        self.read_only = opened.read_only
+        self._opened = opened
         self._encoder = encoder
         self._encoder_lock = threading.Lock()
         self._model_wait = model_wait
         self._loading_since: float | None = None
-        self._state = State(settings, catalog, store)
+        self._state = State(settings, self.catalog, self.store, read_only=self.read_only, notices=opened.notices)
         self.index_dir = self._state.index_dir
         self._state.view = load_view(self._state)
         self._maintenance = Maintenance(self._state)
         self._ingest = Ingest(self._state, self._maintenance)
         self._searcher = Searcher(self._state)
+        if self._state.damaged_main and not self.read_only:
+            self._maintenance.merge()  # every image went back to the buffer: build a new main index from it
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
@@ -124,34 +86,32 @@ class Engine:
         that many seconds, then raises :class:`ModelLoadingError` (servers answer "retry" instead of
         keeping a caller waiting for a cold model).
         """
-        data_dir = settings.data_dir
+        opened = open_store(settings, encoder)
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            (data_dir / "index").mkdir(exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"Cannot create the data directory {data_dir} ({exc}). Choose another with --data-dir.") from exc
-        lock = _DirLock(data_dir)
-        try:
-            catalog = Catalog(data_dir / "catalog.sqlite")
-            meta = catalog.meta()
-            model, pretrained = _resolve_model(settings, meta, encoder)
-            catalog.bind_model(model, pretrained, encoder.dim if encoder is not None else None)
-            dim = catalog.meta().get("dim")
-            store = VectorStore(data_dir, committed_rows=catalog.next_id(), dim=int(dim) if dim else None)
-            check_integrity(catalog, store.rows)
-            return cls(settings, catalog, store, lock, model, pretrained, encoder, model_wait)
+            return cls(settings, opened, encoder, model_wait)
         except BaseException:
-            lock.release()
+            opened.close()
             raise
 
     def close(self) -> None:
         """Checkpoint pending merges (so the next open is quick) and release the store."""
-        try:
-            self.checkpoint()
-        except Exception as exc:  # noqa: BLE001 - merges stay recorded in the catalog; reopening re-adds them
-            log.warning("could not write the main index on close (%s); it is rebuilt from vectors at next open", exc)
-        self.catalog.close()
-        self._dirlock.release()
+        if not self.read_only:
+            try:
+                self.checkpoint()
+            except Exception as exc:  # noqa: BLE001 - merges stay recorded in the catalog; reopening re-adds them
+                log.warning("could not write the main index on close (%s); it is rebuilt from vectors at next open", exc)
+        self._opened.close()
+
+    def _writable(self) -> None:
+        """Raise :class:`StoreReadOnlyError` when the store was opened read-only."""
+        if self.read_only:
+            raise read_only(self.data_dir)
+
+    def backup(self, dest: Path | str) -> BackupReport:
+        """A consistent copy of the store in the new folder ``dest`` (see :mod:`~img_agent.index.backup`)."""
+        from img_agent.index.backup import backup_store
+
+        return backup_store(self._state, Path(dest).expanduser())
 
     def __enter__(self) -> Engine:
         return self
@@ -244,6 +204,7 @@ class Engine:
         :func:`~img_agent.embed.images.iter_image_files`), and the given folders are not recorded
         as :meth:`indexed_roots`: a confined caller cannot widen what later sessions allow.
         """
+        self._writable()
         scan = self._ingest.scan(paths, recursive=recursive, confine=confine)
         return self._ingest.add(scan, self.encoder, remove_missing=remove_missing, progress=progress, cancel=cancel)
 
@@ -257,27 +218,34 @@ class Engine:
         Rows are L2-normalised here. ``metadata`` items may carry sha256, size, width, height,
         format, mtime, description and tags. A path already indexed is replaced.
         """
+        self._writable()
         return self._ingest.add_vectors(vectors, paths, dim=self.dim, metadata=metadata)
 
-    def remove(self, ids: Sequence[int] = (), paths: Sequence[str | Path] = ()) -> RemoveReport:
+    def remove(self, ids: Sequence[int] = (), paths: Sequence[str | Path] = (), *, dry_run: bool = False) -> RemoveReport:
         """Remove images by id or path (a folder path removes everything indexed under it).
 
         Removal is logical and immediate: the next search no longer returns them. The vectors
-        leave the main index at the next rebuild.
+        leave the main index at the next rebuild. With ``dry_run`` the report lists what would be
+        removed and nothing changes (it works on a read-only store too).
         """
-        return self._ingest.remove(ids, paths)
+        if not dry_run:
+            self._writable()
+        return self._ingest.remove(ids, paths, dry_run=dry_run)
 
     # -- maintenance --------------------------------------------------------------------------
     def merge(self, progress: ProgressCallback | None = None) -> MaintenanceReport:
         """Append the buffer to the main index without retraining (the first merge builds it)."""
+        self._writable()
         return self._maintenance.merge(progress)
 
     def rebuild(self, progress: ProgressCallback | None = None, index_string: str | None = None) -> MaintenanceReport:
         """Retrain a new main index on the live vectors only; the one physical delete (ids stay)."""
+        self._writable()
         return self._maintenance.rebuild(progress, index_string)
 
     def checkpoint(self) -> bool:
         """Write merges not yet in the index file (done by merges now and then, and on close)."""
+        self._writable()
         return self._maintenance.checkpoint()
 
     def maintenance_advice(self) -> tuple[bool, bool, list[str]]:
@@ -286,6 +254,7 @@ class Engine:
 
     def maintain(self, progress: ProgressCallback | None = None) -> list[MaintenanceReport]:
         """Merge and rebuild if advised (what ``img-agent index`` runs after adding)."""
+        self._writable()
         return self._maintenance.maintain(progress)
 
     @property
@@ -377,17 +346,3 @@ class Engine:
         img = read_image_file(path, max_bytes=self.settings.max_file_bytes, max_pixels=self.settings.max_image_pixels,
                               draft_size=max_side)
         return make_thumbnail(img.image, max_side=max_side, quality=quality)
-
-
-def _resolve_model(settings: Settings, meta: dict[str, str], encoder: ClipEncoder | None) -> tuple[str, str]:
-    """The model of this store: an existing store's own unless the user asked for one explicitly."""
-    if encoder is not None:
-        return encoder.name, encoder.pretrained
-    explicit = settings.model_fields_set
-    if "model" in meta and "model" not in explicit:
-        return meta["model"], meta["pretrained"]
-    if "model" in meta and meta["model"] == settings.model and "pretrained" not in explicit:
-        return meta["model"], meta["pretrained"]
-    from img_agent.embed.weights import weights_label
-
-    return settings.model, weights_label(settings.model, settings.pretrained)

@@ -88,6 +88,107 @@ class IndexPlan:
         return self.factory.startswith("HNSW")
 
 
+NLIST_FLOOR = 65_536
+"""IVF lists any collection may ask for (the automatic rule's largest); larger counts need as many vectors."""
+NLIST_CAP = 1 << 20
+"""IVF lists no collection may ask for: faiss allocates per list before a single vector is added."""
+HNSW_M_RANGE = (4, 128)
+PQ_BITS_RANGE = (4, 12)
+_SQ_CODES = ("SQ4", "SQ6", "SQ8", "SQfp16")
+_PREFIX = re.compile(r"^(?:OPQ(?P<opq_m>\d+)(?:_(?P<opq_d>\d+))?|(?P<pca>PCAR?)(?P<pca_d>\d+))$")
+_PQ = re.compile(r"^PQ(?P<m>\d+)(?:x(?P<bits>\d+))?(?:np)?$")
+_HNSW = re.compile(r"^HNSW(?P<m>\d+)$")
+_IVF = re.compile(r"^IVF(?P<nlist>\d+)(?:_HNSW(?P<m>\d+))?$")
+
+
+def max_nlist(n: int) -> int:
+    """The most IVF lists an index string may ask for with ``n`` live vectors."""
+    return min(NLIST_CAP, max(n, NLIST_FLOOR))
+
+
+def accepted_factories(dim: int, n: int) -> str:
+    """What :func:`check_factory` accepts, as a sentence for messages."""
+    lo, hi = HNSW_M_RANGE
+    blo, bhi = PQ_BITS_RANGE
+    return (
+        f"'auto'; 'Flat'; 'HNSW<M>' (M {lo}-{hi}, optionally ',Flat' or ',SQ8'); 'IVF<nlist>,<codes>' or "
+        f"'IVF<nlist>_HNSW<M>,<codes>' with nlist 1-{max_nlist(n):,} for {n:,} images and codes Flat, "
+        f"{', '.join(_SQ_CODES)} or PQ<m>[x<bits>] (m dividing the dimension {dim}, bits {blo}-{bhi}); "
+        "optionally 'OPQ<m>,' or 'PCA<d>,' first. Examples: 'IVF1024,Flat', 'IVF4096,SQ8', 'IVF4096,PQ32x8', 'HNSW32'"
+    )
+
+
+def check_factory(factory: str, dim: int, n: int) -> None:
+    """Validate a user's index string by reading it, before faiss allocates anything.
+
+    Only known components are accepted, with bounds: nlist at most :func:`max_nlist` (n), HNSW M and
+    PQ bits in their ranges, PQ m dividing the (possibly reduced) dimension.
+
+    Raises:
+        ConfigError: naming what is wrong and listing what is accepted.
+    """
+
+    def refuse(reason: str) -> ConfigError:
+        return ConfigError(f"Index string {factory!r} is not accepted: {reason}. Accepted: {accepted_factories(dim, n)}.")
+
+    parts = factory.split(",")
+    if any(not part for part in parts) or len(parts) > 3:
+        raise refuse("it has empty or too many comma-separated parts")
+    width = dim
+    prefix = _PREFIX.match(parts[0]) if len(parts) > 1 else None
+    opq_m: int | None = None
+    if prefix is not None:
+        parts = parts[1:]
+        reduced = prefix.group("opq_d") or prefix.group("pca_d")
+        if reduced is not None:
+            width = int(reduced)
+            if not 1 <= width <= dim:
+                raise refuse(f"the reduced dimension {width} must be from 1 to {dim}")
+        if prefix.group("opq_m") is not None:
+            opq_m = int(prefix.group("opq_m"))
+    head, codes = parts[0], parts[1] if len(parts) > 1 else None
+    if len(parts) > 2:
+        raise refuse(f"{parts[2]!r} follows the codes")
+
+    def check_hnsw(m_text: str) -> None:
+        m = int(m_text)
+        if not HNSW_M_RANGE[0] <= m <= HNSW_M_RANGE[1]:
+            raise refuse(f"HNSW M={m} is outside {HNSW_M_RANGE[0]}-{HNSW_M_RANGE[1]}")
+
+    def check_codes(text: str) -> None:
+        if text == "Flat" or text in _SQ_CODES:
+            return
+        pq = _PQ.match(text)
+        if pq is None:
+            raise refuse(f"unknown component {text!r}")
+        m, bits = int(pq.group("m")), int(pq.group("bits") or 8)
+        if m < 1 or width % m:
+            raise refuse(f"PQ m={m} must divide the dimension {width}")
+        if not PQ_BITS_RANGE[0] <= bits <= PQ_BITS_RANGE[1]:
+            raise refuse(f"PQ bits={bits} is outside {PQ_BITS_RANGE[0]}-{PQ_BITS_RANGE[1]}")
+
+    if opq_m is not None and (opq_m < 1 or width % opq_m):
+        raise refuse(f"OPQ m={opq_m} must divide the dimension {width}")
+    if (hnsw := _HNSW.match(head)) is not None:
+        check_hnsw(hnsw.group("m"))
+        if codes is not None and codes not in ("Flat", "SQ8"):
+            raise refuse(f"HNSW takes ',Flat' or ',SQ8', not {codes!r}")
+        return
+    if (ivf := _IVF.match(head)) is not None:
+        nlist = int(ivf.group("nlist"))
+        if not 1 <= nlist <= max_nlist(n):
+            raise refuse(f"nlist={nlist:,} must be from 1 to {max_nlist(n):,} for a collection of {n:,} images")
+        if ivf.group("m") is not None:
+            check_hnsw(ivf.group("m"))
+        if codes is None:
+            raise refuse("IVF needs codes after it, e.g. 'IVF1024,Flat'")
+        check_codes(codes)
+        return
+    if codes is not None:
+        raise refuse(f"unknown component {head!r}")
+    check_codes(head)
+
+
 def _check(factory: str, dim: int) -> None:
     """Raise ConfigError if faiss rejects ``factory`` for ``dim``-d vectors (builds an empty index)."""
     import faiss
@@ -121,11 +222,16 @@ def _requirements(factory: str) -> tuple[int | None, int]:
 def plan_for(n: int, dim: int, index_string: str = "auto", nprobe: int | None = None) -> IndexPlan:
     """The index to build for n live vectors. Falls back to exact search when n cannot train it.
 
-    With ``"auto"`` this is arithmetic only (no faiss); another index string is checked by faiss.
+    With ``"auto"`` this is arithmetic only (no faiss); another index string is read and bounded by
+    :func:`check_factory` first, then checked by faiss.
+
+    Raises:
+        ConfigError: the index string is not accepted.
     """
     if index_string == "auto":
         plan = _plan(auto_factory(n, dim), nprobe)
     else:
+        check_factory(index_string.strip(), dim, n)
         plan = plan_of(index_string.strip(), dim, nprobe)
     factory = plan.factory
     if n < plan.min_train:

@@ -17,18 +17,27 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from img_agent.errors import InvalidInputError, NotFoundError
-from img_agent.index.catalog import NewImage
+from img_agent.errors import InvalidInputError, NotFoundError, StoreWriteError
+from img_agent.index.catalog import INT64_MAX, INT64_MIN
+from img_agent.index.integrity import extend_segments
 from img_agent.index.maintenance import Maintenance
+from img_agent.index.rows import NewImage
 from img_agent.index.search import normalise
 from img_agent.index.state import State
-from img_agent.results import AddReport, FileFacts, ProgressCallback, RemoveReport, SkippedItem
+from img_agent.results import (
+    AddReport,
+    FileFacts,
+    ProgressCallback,
+    RemoveReport,
+    SkippedItem,
+)
 
 if TYPE_CHECKING:
     from img_agent.embed.encoder import ClipEncoder
@@ -51,6 +60,19 @@ class Scan:
     todo: list[Path] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     report: AddReport = field(default_factory=AddReport)
+
+
+@contextmanager
+def _kept_on_failure(report: AddReport) -> Iterator[None]:
+    """A failed write (a full disk) says how much of this add was committed and is kept."""
+    try:
+        yield
+    except StoreWriteError as exc:
+        raise StoreWriteError(
+            f"{exc} This add committed {len(report.added)} image(s) before it stopped; they are kept and searchable. "
+            "Running the same command again after freeing space adds the rest (images already added are counted "
+            "as unchanged)."
+        ) from exc
 
 
 class Ingest:
@@ -110,10 +132,18 @@ class Ingest:
         report = scan.report
         pipeline = Pipeline(encoder, max_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels,
                             batch_size=settings.batch_size, workers=settings.workers)
-        with pipeline:
+        with pipeline, _kept_on_failure(report):
             fresh = self._sort_out(pipeline.read(scan.todo))
             for out in pipeline.encode(fresh, total=len(scan.todo), progress=progress, cancel=cancel):
                 if isinstance(out, Encoded):
+                    finite = np.isfinite(out.vectors).all(axis=1)
+                    report.skipped += [SkippedItem(path=f.path, reason="the model gave a vector with NaN or infinite "
+                                                   "values; check the file, or try another model") for f, ok in
+                                       zip(out.files, finite, strict=True) if not ok]
+                    if not finite.all():
+                        out = Encoded([f for f, ok in zip(out.files, finite, strict=True) if ok], out.vectors[finite])
+                    if not out.files:
+                        continue
                     ids, replaced = self._commit_files(out.files, out.vectors)
                     report.added += ids
                     report.added_paths += [f.path for f in out.files]
@@ -210,14 +240,24 @@ class Ingest:
         return ids
 
     def _append(self, vecs: np.ndarray, rows: list[NewImage], replaced: list[int]) -> list[int]:
-        """Append + commit + publish; the caller holds the write lock."""
+        """Announce + append + commit + publish; the caller holds the write lock.
+
+        The catalog first records how far the vector file may grow (so opening knows the rows an
+        unfinished add left, and cuts only those), then the rows are appended and fsynced, then
+        the catalog commits the images with the checksums of the segments that hold them.
+        """
         state = self._state
-        start = state.vectors.append(vecs)
-        if state.catalog.meta().get("dim") is None:
-            state.catalog.set_meta(dim=state.vectors.dim)
+        catalog = state.catalog
+        data = np.ascontiguousarray(vecs, dtype="<f4")
+        catalog.set_meta(vector_rows_intent=state.vectors.rows + len(rows))
+        start = state.vectors.append(data)
+        if catalog.meta().get("dim") is None:
+            catalog.set_meta(dim=state.vectors.dim)
         ids = np.arange(start, start + len(rows), dtype=np.int64)
         try:
-            state.catalog.insert(ids.tolist(), rows, replaced=replaced)
+            segments = catalog.segments()
+            new = extend_segments(segments[-1] if segments else None, start, data.tobytes(), state.vectors.row_bytes)
+            catalog.insert(ids.tolist(), rows, replaced=replaced, segments=new)
         except BaseException:
             state.vectors.rollback(start)
             raise
@@ -231,15 +271,19 @@ class Ingest:
         return ids.tolist()
 
     # -- removing -----------------------------------------------------------------------------
-    def remove(self, ids: Sequence[int] = (), paths: Sequence[str | Path] = ()) -> RemoveReport:
+    def remove(self, ids: Sequence[int] = (), paths: Sequence[str | Path] = (), *, dry_run: bool = False) -> RemoveReport:
         """Remove images by id or path (a folder path removes everything indexed under it); see :meth:`Engine.remove`."""
         catalog = self._state.catalog
         report = RemoveReport()
         by_id: set[int] = set()
+        no_id: list[str] = []  # beyond int64: no image can have it
         for raw in ids:
             if isinstance(raw, bool) or not isinstance(raw, (int, np.integer)):
                 raise InvalidInputError(f"Image ids are integers; got {raw!r}.")
-            by_id.add(int(raw))
+            if INT64_MIN <= int(raw) <= INT64_MAX:
+                by_id.add(int(raw))
+            else:
+                no_id.append(str(int(raw)))
         wanted = set(by_id)
         for raw in paths:
             path = str(Path(raw).expanduser().resolve())
@@ -249,18 +293,29 @@ class Ingest:
                 wanted.update(under)
             else:
                 report.not_found.append(str(raw))
-        with self._state.write_lock:
-            removed = catalog.mark_deleted(sorted(wanted))
-            if removed:
-                view = self._state.view
-                live = view.live.copy()
-                live[np.asarray(removed, dtype=np.int64)] = False
-                self._state.view = view.with_live(live)
+        if dry_run:
+            live = self._state.view.live
+            report.dry_run = True
+            removed = [i for i in sorted(wanted) if 0 <= i < len(live) and live[i]]
+        else:
+            removed = self._mark_removed(sorted(wanted))
         report.removed = removed
-        report.not_found = [str(i) for i in sorted(by_id - set(removed))] + report.not_found
+        report.not_found = [str(i) for i in sorted(by_id - set(removed))] + no_id + report.not_found
         if not removed and (ids or paths):
             raise NotFoundError(
                 f"No live image matched {', '.join(report.not_found)}. Use ids from search results or "
                 "'img-agent status', or indexed file paths."
             )
         return report
+
+    def _mark_removed(self, wanted: list[int]) -> list[int]:
+        """Mark ``wanted`` deleted in the catalog and publish the view without them; the ids that were live."""
+        catalog = self._state.catalog
+        with self._state.write_lock:
+            removed = catalog.mark_deleted(wanted)
+            if removed:
+                view = self._state.view
+                live = view.live.copy()
+                live[np.asarray(removed, dtype=np.int64)] = False
+                self._state.view = view.with_live(live)
+        return removed

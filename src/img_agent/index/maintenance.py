@@ -10,7 +10,10 @@ the ones the file does not hold from the vector store.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 import re
 import time
 from dataclasses import replace
@@ -19,6 +22,8 @@ import numpy as np
 
 from img_agent.errors import BusyError
 from img_agent.index import faiss_plan
+from img_agent.index.failures import os_error
+from img_agent.index.integrity import file_crc
 from img_agent.index.state import EMPTY_IDS, State, View
 from img_agent.results import IndexStatus, MaintenanceReport, ProgressCallback
 
@@ -34,28 +39,39 @@ CHECKPOINT_FRACTION = 0.05
 def load_view(state: State) -> View:
     """The view of the store as committed: the current generation file plus its unsaved merges, and the buffer.
 
-    An unreadable main index is logged and dropped: its images go back to the exact buffer.
+    An unreadable or damaged main index (its CRC-32 differs from the one the catalog recorded) is
+    logged and dropped: its images go back to the exact buffer, and the caller rebuilds the index
+    from the vectors (``state.damaged_main``). A read-only store drops it in memory only.
     """
     catalog, vectors = state.catalog, state.vectors
     meta = catalog.meta()
-    generation = int(meta.get("main_generation", 0))
+    generation = catalog.meta_int("main_generation", 0) or 0
     states = catalog.state_arrays()
     main, plan = None, None
+    state.damaged_main = False
     if generation:
         path = state.gen_path(generation)
         in_file = len(states.main_ids) + len(states.tombstone_ids) - len(states.unsaved_ids)
         try:
+            expected = catalog.meta_int("main_crc")
+            if expected is not None and (crc := file_crc(path)) != expected:
+                raise ValueError(f"its checksum is {crc:08x}, the catalog recorded {expected:08x}: the file is damaged")
             main = faiss_plan.read_index(path)
             if main.ntotal != in_file:
                 raise ValueError(f"it holds {main.ntotal} vectors, the catalog expects {in_file}")
             plan = faiss_plan.plan_of(meta["main_factory"], vectors.dim, state.settings.nprobe)
         except Exception as exc:  # noqa: BLE001 - any unreadable index is recovered from the vector store
-            log.warning(
-                "Main index %s is unusable (%s); its images go back to the exact buffer. "
-                "Run 'img-agent rebuild' to build a new index from the stored vectors.", path, exc,
-            )
-            catalog.reset_main()
-            states = catalog.state_arrays()
+            notice = (f"The main index {path} was unusable ({exc}); it is rebuilt from the stored vectors, which "
+                      "are intact (until then its images are searched exactly).")
+            log.warning("%s", notice)
+            state.notices.append(notice)
+            state.damaged_main = True
+            if not state.read_only:
+                catalog.reset_main()
+                states = catalog.state_arrays()
+            else:
+                states = replace(states, buffer_ids=np.union1d(states.buffer_ids, states.main_ids),
+                                 unsaved_ids=EMPTY_IDS)
             main, plan, generation = None, None, 0
         else:
             # merged since the last checkpoint: re-add from the vector store (no retraining)
@@ -63,7 +79,8 @@ def load_view(state: State) -> View:
             for start in range(0, len(unsaved), faiss_plan.ADD_CHUNK):
                 chunk = unsaved[start : start + faiss_plan.ADD_CHUNK]
                 main.add_with_ids(vectors.get(chunk), chunk)
-    remove_stale_generations(state, generation)
+    if not state.read_only:
+        remove_stale_generations(state, generation)
     live = np.zeros(states.next_id, dtype=bool)
     live[states.buffer_ids] = True
     live[states.main_ids] = True
@@ -193,7 +210,14 @@ class Maintenance:
         """
         state = self._state
         if save and index is not None:
-            faiss_plan.write_index(index, state.gen_path(generation))
+            path = state.gen_path(generation)
+            try:
+                faiss_plan.write_index(index, path)
+            except (OSError, RuntimeError) as exc:  # faiss reports a failed write as RuntimeError
+                with contextlib.suppress(OSError):
+                    path.with_name(path.name + ".tmp").unlink()
+                raise os_error(exc if isinstance(exc, OSError) else _errno_of(exc), state.index_dir) from exc
+            meta["main_crc"] = file_crc(path)
         with state.write_lock:
             state.catalog.commit_generation(
                 ids, generation=generation, rebuild=rebuild, persisted=save,
@@ -257,6 +281,7 @@ class Maintenance:
         n_buf = len(view.buffer_ids)
         meta = state.catalog.meta()
         merge, rebuild, hints = self.advice()
+        hints = [*state.notices, *hints]
         plan = view.plan
         data_dir = settings.data_dir
         return IndexStatus(
@@ -280,11 +305,12 @@ class Maintenance:
             bytes_on_disk=sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file()),
             data_dir=str(data_dir),
             merge_threshold=settings.merge_threshold,
-            last_merge=float(meta["last_merge"]) if "last_merge" in meta else None,
-            last_rebuild=float(meta["last_rebuild"]) if "last_rebuild" in meta else None,
+            last_merge=_time(meta.get("last_merge")),
+            last_rebuild=_time(meta.get("last_rebuild")),
             hints=hints,
             merge_advised=merge,
             rebuild_advised=rebuild,
+            read_only=state.read_only,
         )
 
 
@@ -295,6 +321,20 @@ def _report(op: str, moved: int, dropped: int, view: View, t0: float, *, retrain
         index=view.plan.factory if view.plan else "none", seconds=round(time.perf_counter() - t0, 4),
         retrained=retrained, saved=saved,
     )
+
+
+def _time(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _errno_of(exc: Exception) -> OSError:
+    """The OS error behind a failed faiss write (faiss names it only in its message)."""
+    text = str(exc).lower()
+    code = errno.ENOSPC if "no space" in text or "disk quota" in text else errno.EIO
+    return OSError(code, os.strerror(code))
 
 
 def _outgrown(have: str, want: faiss_plan.IndexPlan) -> bool:

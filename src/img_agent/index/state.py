@@ -64,8 +64,12 @@ class State:
     new view; ``maint_lock`` lets one merge or rebuild run at a time (adds go on meanwhile).
     """
 
-    def __init__(self, settings: Settings, catalog: Catalog, vectors: VectorStore) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog, vectors: VectorStore, *, read_only: bool = False,
+                 notices: list[str] | None = None) -> None:
         self.settings = settings
+        self.read_only = read_only  # nothing on disk changes: no cleanup, no checkpoint, every change refused
+        self.notices: list[str] = list(notices or [])  # what opening found and the user should know (status hints)
+        self.damaged_main = False  # the main index file was unusable at open: rebuild it from the vectors
         self.catalog = catalog
         self.vectors = vectors
         self.index_dir: Path = settings.data_dir / "index"

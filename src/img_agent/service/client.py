@@ -2,7 +2,8 @@
 
 :class:`ServiceClient` is what every front end uses: it connects to the store's socket and, when
 nothing answers there (never started, killed, crashed) or the service is of another img-agent
-version, starts a fresh one (detached, logging to ``DATA_DIR/service.log``) and waits for it.
+version, starts a fresh one (detached, logging to ``DATA_DIR/service.log``, or beside its socket when the
+store is read-only) and waits for it.
 Clients racing to start the same store's service serialise on a start lock, and the service itself
 only runs once it holds the store's lock, so one service serves a store whatever the races.
 """
@@ -166,7 +167,13 @@ class ServiceClient:
         cmd = [sys.executable, "-m", "img_agent", "--data-dir", str(self.paths.data_dir), *self.launch_args,
                "service", "start", "--foreground"]
         self.paths.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.paths.log, "ab") as logfile:
+        # never through a symbolic link planted at the log's place
+        try:
+            fd = os.open(self.paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except OSError as exc:
+            raise ServiceError(f"Cannot write the service log {self.paths.log} ({exc.strerror or exc}); if it is a "
+                               "symbolic link or not yours, remove it.") from exc
+        with open(fd, "ab") as logfile:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logfile, stderr=logfile, cwd="/",
                                     start_new_session=True, close_fds=True)
         deadline = time.monotonic() + START_TIMEOUT

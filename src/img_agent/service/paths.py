@@ -78,7 +78,10 @@ class ServicePaths(NamedTuple):
         if len(os.fsencode(socket)) > MAX_SOCKET_PATH:
             run = _temp_runtime_dir()
             socket = run / f"{key}.sock"
-        return cls(data_dir=real, socket=socket, start_lock=run / f"{key}.start.lock", log=real / "service.log")
+        # A store the user cannot write (read-only mount or permissions) is still served: its log goes beside the socket.
+        writable = os.access(real, os.W_OK) if real.exists() else True
+        log = real / "service.log" if writable else run / f"{key}.log"
+        return cls(data_dir=real, socket=socket, start_lock=run / f"{key}.start.lock", log=log)
 
     def ensure_runtime_dir(self) -> None:
         private_dir(self.socket.parent)

@@ -2,7 +2,9 @@
 
 One request model per recipe, run the same way by the service (``POST /api/search/rag``,
 ``POST /api/rag/qa``) and by a command that opens the store itself; their results are the recipes'
-own (:class:`~img_agent.agent.rag.RagResult`, :class:`~img_agent.agent.qa.QAResult`).
+own (:class:`~img_agent.agent.rag.RagResult`, :class:`~img_agent.agent.qa.QAResult`). The service runs
+them on a client's :class:`~img_agent.tools.confined.ConfinedImages`, so the thumbnails an LLM is shown
+come from inside that client's allowed folders only.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from img_agent.agent.qa import QAResult
     from img_agent.agent.rag import RagResult
     from img_agent.index.engine import Engine
+    from img_agent.tools.confined import ConfinedImages
 
 RAG_PATH = "/api/search/rag"
 QA_PATH = "/api/rag/qa"
@@ -41,7 +44,7 @@ class RagRequest(BaseModel):
     path_prefix: str | None = None
     path_glob: str | None = None
 
-    def run(self, engine: Engine, llm: LLMClient | None) -> RagResult:
+    def run(self, engine: Engine | ConfinedImages, llm: LLMClient | None) -> RagResult:
         from img_agent.agent.rag import rag_search
 
         return rag_search(engine, llm, self.query, check_k(self.k, engine.settings.topk), expand=self.expand,
@@ -60,7 +63,7 @@ class QARequest(BaseModel):
     path_prefix: str | None = None
     path_glob: str | None = None
 
-    def run(self, engine: Engine, llm: LLMClient | None) -> QAResult:
+    def run(self, engine: Engine | ConfinedImages, llm: LLMClient | None) -> QAResult:
         from img_agent.agent.qa import answer_question
 
         return answer_question(engine, llm, self.question, self.k, expand=self.expand,

@@ -26,6 +26,8 @@ from img_agent.errors import (
     LLMNotConfiguredError,
     ModelLoadingError,
     NotFoundError,
+    StoreReadOnlyError,
+    StoreWriteError,
 )
 from img_agent.service.client import CLIENT_HEADER, PROTOCOL
 
@@ -40,6 +42,7 @@ def http_status(exc: BaseException) -> int:
     for cls, status in (
         (AccessDeniedError, 403), (NotFoundError, 404), (InvalidInputError, 400), (ConfigError, 400),
         (ModelLoadingError, 503), (BusyError, 409), (LLMNotConfiguredError, 400), (LLMError, 502),
+        (StoreReadOnlyError, 409), (StoreWriteError, 507),
     ):
         if isinstance(exc, cls):
             return status
@@ -111,7 +114,8 @@ def api_routes(service: Service) -> list[Any]:
                 tools = service.tools_for_request(request.headers)
                 # the model first: a recipe calls the LLM before it encodes, and must not be retried half-way
                 await anyio.to_thread.run_sync(tools.engine.warm_up)
-                result = await anyio.to_thread.run_sync(lambda: body.run(tools.engine, tools.llm))
+                # thumbnails for the LLM are read inside the client's allowed folders only
+                result = await anyio.to_thread.run_sync(lambda: body.run(tools.images, tools.llm))
             except ValidationError as exc:
                 return error_response(InvalidInputError(f"Invalid request: {exc.errors(include_url=False)}"))
             except Exception as exc:  # noqa: BLE001 - every failure is a JSON error; unexpected ones are logged
@@ -121,6 +125,22 @@ def api_routes(service: Service) -> list[Any]:
             return JSONResponse(result.model_dump(mode="json"))
 
         return run
+
+    async def backup(request: Request) -> Response:
+        """A consistent copy of the store (the service holds its lock): ``{"dest": FOLDER}``."""
+        try:
+            body = json.loads(await request.body() or b"{}")
+            dest = body.get("dest") if isinstance(body, dict) else None
+            if not isinstance(dest, str) or not dest:
+                raise InvalidInputError('Send the backup folder as {"dest": "/absolute/path"}.')
+            report = await anyio.to_thread.run_sync(lambda: service.engine.backup(dest))
+        except Exception as exc:  # noqa: BLE001 - every failure is a JSON error; unexpected ones are logged
+            if isinstance(exc, ValueError) and not isinstance(exc, ImgAgentError):
+                exc = InvalidInputError(f"The request body is not JSON ({exc}).")
+            elif not isinstance(exc, ImgAgentError):
+                log.exception("backup failed")
+            return error_response(exc)
+        return JSONResponse(report.model_dump(mode="json"))
 
     async def jobs(_request: Request) -> Response:
         return JSONResponse([j.model_dump(mode="json") for j in service.jobs.list()])
@@ -145,6 +165,7 @@ def api_routes(service: Service) -> list[Any]:
         Route("/api/tools/{name}/dispatch", dispatch, methods=["POST"]),
         Route(RAG_PATH, recipe(RagRequest), methods=["POST"]),
         Route(QA_PATH, recipe(QARequest), methods=["POST"]),
+        Route("/api/store/backup", backup, methods=["POST"]),
         Route("/api/jobs", jobs, methods=["GET"]),
         Route("/api/jobs/{job_id}", job, methods=["GET"]),
         Route("/api/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),

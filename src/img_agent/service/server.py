@@ -195,14 +195,16 @@ def build_app(service: Service) -> Any:
     """The ASGI app: MCP at ``/mcp`` and the JSON interface at ``/api``, on one Starlette app."""
     from mcp.server.transport_security import TransportSecuritySettings
 
+    from img_agent.tools.http_guard import MAX_HTTP_BODY_BYTES, HttpGuard
     from img_agent.tools.mcp_server import create_server
 
     server = create_server(service, llm_configured=service.llm_settings.enabled)
     security = TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=["localhost"],
                                          allowed_origins=[])
-    app = server.streamable_http_app(transport_security=security, session_idle_timeout=None)
+    app = server.streamable_http_app(transport_security=security, session_idle_timeout=None,
+                                     max_request_body_size=MAX_HTTP_BODY_BYTES)
     app.router.routes.extend(api_routes(service))
-    return Tracked(app, service.activity)
+    return Tracked(HttpGuard(app), service.activity)
 
 
 def _listen(path: Path) -> socket.socket:

@@ -30,7 +30,12 @@ from typing import Any
 import numpy as np
 
 from img_agent.config import Settings
-from img_agent.errors import BusyError, ImageDecodeError, InvalidInputError, NotFoundError
+from img_agent.errors import (
+    BusyError,
+    ImageDecodeError,
+    InvalidInputError,
+    NotFoundError,
+)
 from img_agent.results import (
     AddReport,
     ImageRecord,
@@ -234,21 +239,21 @@ class FakeEngine:
         self.add_finished.set()
         return report
 
-    def remove(self, ids: Sequence[int] = (), paths: Sequence[str | Path] = ()) -> RemoveReport:
-        report = RemoveReport()
+    def remove(self, ids: Sequence[int] = (), paths: Sequence[str | Path] = (), *, dry_run: bool = False) -> RemoveReport:
+        report = RemoveReport(dry_run=dry_run)
         for image_id in ids:
             if image_id in self.live:
-                self.live.discard(image_id)
                 report.removed.append(image_id)
             else:
                 report.not_found.append(str(image_id))
         for path in paths:
             match = [i for i in sorted(self.live) if self.records[i].path == str(path)]
             if match:
-                self.live.difference_update(match)
                 report.removed.extend(match)
             else:
                 report.not_found.append(str(path))
+        if not dry_run:
+            self.live.difference_update(report.removed)
         if not report.removed:
             raise NotFoundError(f"No live image matched {', '.join(report.not_found)}. Use ids from search results.")
         return report

@@ -7,6 +7,7 @@ order, and is recorded (parsed JSON body) in :attr:`FakeLLMServer.requests`::
     server.reply_tool_calls(("search_text", '{"query": "dog"}'))
     server.error(429, "slow down")                        # HTTP error with an OpenAI-style body
     server.slow(1.0, then="late")                          # answers after a delay (client times out)
+    server.trickle("late", interval=1.0)                  # a valid answer, sent one byte per interval
     server.raw(200, "not json", "text/plain")             # malformed body
     server.refuse_images = True                           # 400 "image input not supported" for any
                                                           # request with image parts (queue untouched)
@@ -37,6 +38,8 @@ class Reply:
     content_type: str = "application/json"
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    trickle: float = 0.0
+    """When set: the whole response (status line, headers, body) goes out one byte per this many seconds."""
 
 
 def completion(
@@ -107,7 +110,14 @@ class FakeLLMServer:
         self.requests: list[dict[str, Any]] = []
         self.paths: list[str] = []
         self.headers: list[dict[str, str]] = []
+        self.received_at: list[float] = []
+        """``time.monotonic()`` when each request arrived."""
         self.refuse_images = False
+        self.abandoned = 0
+        """Trickled replies the client stopped reading (it closed the connection)."""
+        self.completed_trickles = 0
+        """Trickled replies sent to the end."""
+        self._closed = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -126,6 +136,9 @@ class FakeLLMServer:
                 reply = server._next(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.trickle:
+                    self._trickle(reply)
+                    return
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", reply.content_type)
@@ -136,6 +149,23 @@ class FakeLLMServer:
                     self.wfile.write(reply.body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
+
+            def _trickle(self, reply: Reply) -> None:
+                head = [f"HTTP/1.1 {reply.status} OK", f"Content-Type: {reply.content_type}",
+                        f"Content-Length: {len(reply.body)}", *(f"{k}: {v}" for k, v in reply.headers.items())]
+                data = ("\r\n".join(head) + "\r\n\r\n").encode() + reply.body
+                self.close_connection = True
+                for i in range(len(data)):
+                    if server._closed.is_set():
+                        return
+                    try:
+                        self.wfile.write(data[i : i + 1])
+                        self.wfile.flush()
+                    except OSError:  # the client gave up: what a trickle test expects
+                        server.abandoned += 1
+                        return
+                    server._closed.wait(reply.trickle)
+                server.completed_trickles += 1
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
@@ -150,6 +180,7 @@ class FakeLLMServer:
         return self
 
     def close(self) -> None:
+        self._closed.set()  # ends any trickle in progress
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
@@ -194,6 +225,10 @@ class FakeLLMServer:
         """Queue a text answer sent only after ``delay`` seconds."""
         self.enqueue(Reply(body=json.dumps(completion(then)).encode(), delay=delay))
 
+    def trickle(self, then: str = "too late", interval: float = 1.0) -> None:
+        """Queue a valid text answer whose bytes (headers included) go out one per ``interval`` seconds."""
+        self.enqueue(Reply(body=json.dumps(completion(then)).encode(), trickle=interval))
+
     def raw(self, status: int, body: str, content_type: str = "text/plain") -> None:
         """Queue a raw body (malformed responses)."""
         self.enqueue(Reply(status=status, body=body.encode(), content_type=content_type))
@@ -207,6 +242,7 @@ class FakeLLMServer:
     def _next(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> Reply:
         with self._lock:
             self.requests.append(body)
+            self.received_at.append(time.monotonic())
             self.paths.append(path)
             self.headers.append(headers)
             if not path.rstrip("/").endswith("/chat/completions"):

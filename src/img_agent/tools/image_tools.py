@@ -30,28 +30,17 @@ from img_agent.results import (
     SearchHit,
     SkippedItem,
 )
+from img_agent.tools.confined import ConfinedImages, query_image_guard, removal_targets
 from img_agent.tools.jobs import JobRegistry
-from img_agent.tools.shapes import AnswerResult, AnswerSource, PathGlob, PathPrefix, SearchResult, ToolHit, TopK
+from img_agent.tools.limits import (MAX_ANSWER_K, MAX_IDS_PER_CALL, MAX_INDEX_STRING_CHARS, MAX_PATHS_PER_CALL,
+                                     MAX_QUERY_CHARS, PROGRESS_POLL_S)
 from img_agent.tools.sandbox import MAX_INLINE_IMAGE_BYTES, MAX_INLINE_IMAGE_CHARS, Sandbox
+from img_agent.tools.shapes import AnswerResult, AnswerSource, PathGlob, PathPrefix, SearchResult, ToolHit, TopK
 from img_agent.tools.spec import INJECTED, ToolSpec, UnknownToolError, specs_of, tool
 
 if TYPE_CHECKING:
     from img_agent.agent.llm import LLMClient
     from img_agent.index.engine import Engine
-
-# ---------------------------------------------------------------------------------- limits
-
-MAX_QUERY_CHARS = 1000
-"""Longest text query or question; CLIP reads about 77 tokens anyway."""
-MAX_PATHS_PER_CALL = 1000
-"""Most files/folders one add_images call may name (folders can hold any number of images)."""
-MAX_IDS_PER_CALL = 10_000
-"""Most ids or paths one remove_images call may name."""
-MAX_ANSWER_K = 50
-"""Most images ask_about_images retrieves: each becomes a line, or a thumbnail, in the LLM prompt."""
-MAX_INDEX_STRING_CHARS = 200
-PROGRESS_POLL_S = 0.2
-"""How often a waiting add_images reports its job's progress."""
 
 EMPTY_INDEX_MESSAGE = (
     "The index is empty: no images have been added yet. Call add_images with image files or folders "
@@ -86,6 +75,8 @@ class ImageTools:
                  jobs: JobRegistry | None = None) -> None:
         self.engine = engine
         self.sandbox = sandbox if sandbox is not None else default_sandbox(engine)
+        self.images = ConfinedImages(engine, self.sandbox)
+        """Thumbnails and the LLM recipes' retrieval, every file byte read inside the sandbox."""
         self.llm = llm
         self.jobs = jobs if jobs is not None else JobRegistry()
 
@@ -122,7 +113,7 @@ class ImageTools:
             from img_agent.agent.rag import rag_search  # imports the openai client: not at server start
 
             k_eff = k if k is not None else self.engine.settings.topk
-            rag = rag_search(self.engine, self.llm, query, k_eff, expand=True, explain=False, filter=flt)
+            rag = rag_search(self.images, self.llm, query, k_eff, expand=True, explain=False, filter=flt)
             result = SearchResult(query=query, hits=_tool_hits(rag.results), queries=rag.expanded_queries, notes=list(rag.notes))
         else:
             found = self.engine.search_text(query, k=k, filter=flt)
@@ -194,10 +185,13 @@ class ImageTools:
         citing images as [n] (n = the source's rank). Without a configured LLM, answer is null and the
         retrieved images are returned so you can answer yourself.
         """
-        from img_agent.agent.qa import DEFAULT_QA_K, answer_question  # imports the openai client: not at start
+        from img_agent.agent.qa import (  # imports the openai client: not at start
+            DEFAULT_QA_K,
+            answer_question,
+        )
 
         flt = SearchFilter.of(path_prefix, path_glob)
-        qa = answer_question(self.engine, self.llm, question, k if k is not None else DEFAULT_QA_K, filter=flt)
+        qa = answer_question(self.images, self.llm, question, k if k is not None else DEFAULT_QA_K, filter=flt)
         if not qa.sources:
             self._raise_if_empty()
         records = {record.id: record for record in self.engine.get([source.id for source in qa.sources])}
@@ -282,15 +276,20 @@ class ImageTools:
             max_length=MAX_IDS_PER_CALL,
             description="Indexed file paths to remove; a folder path removes every image indexed under it.",
         )] = None,
+        dry_run: Annotated[bool, Field(
+            description="Only list what would be removed (in 'removed'), removing nothing."
+        )] = False,
     ) -> RemoveReport:
         """Remove images from the index (the files themselves are never touched).
 
         Removed images disappear from the next search at once; their space is reclaimed by rebuild_index.
-        Give ids, paths, or both.
+        Give ids, paths, or both; only images inside the allowed folders can be removed. With dry_run,
+        nothing is removed and the report lists what would be.
         """
         if not ids and not paths:
             raise InvalidInputError("Give the ids and/or paths of the images to remove.")
-        return self.engine.remove(ids=ids or (), paths=paths or ())
+        ids, resolved = removal_targets(self.engine, self.sandbox, ids or (), paths or ())
+        return self.engine.remove(ids=ids, paths=resolved, dry_run=dry_run)
 
     # -- maintenance ---------------------------------------------------------------------------
 
@@ -342,9 +341,14 @@ class ImageTools:
 
     # -- helpers -------------------------------------------------------------------------------
 
+    def thumbnail(self, image_id: int, max_side: int = 256, quality: int = 80) -> bytes:
+        """A JPEG thumbnail of an indexed image, read inside the allowed folders (see :class:`ConfinedImages`)."""
+        return self.images.thumbnail(image_id, max_side=max_side, quality=quality)
+
     def _search_image(self, data: bytes, k: int | None, flt: SearchFilter | None, *, what: str) -> list[SearchHit]:
         try:
-            return self.engine.search_image(data, k=k, filter=flt)
+            with query_image_guard(data, self.engine.settings):
+                return self.engine.search_image(data, k=k, filter=flt)
         except ImageDecodeError as exc:
             reason = str(exc).rstrip(". ")
             raise ImageDecodeError(f"{what} cannot be used as a query image ({reason}). Give a JPEG, PNG or WebP image.") from exc

@@ -2,6 +2,10 @@
 
 The engine opens and the CLIP model loads in a background thread, so ``initialize`` and
 ``tools/list`` answer at once; a call that arrives earlier waits for the engine in its worker thread.
+
+Over HTTP the Host/Origin allow-list is always on (:func:`~img_agent.tools.http_guard.transport_security`),
+request bodies are bounded with a readable error, and a non-loopback bind requires a bearer token
+(:func:`http_token` decides it; the command line shows it).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import anyio
 import anyio.to_thread
 
 from img_agent.locations import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT
-from img_agent.errors import ImgAgentError, StoreError
+from img_agent.errors import ConfigError, ImgAgentError, StoreError
+from img_agent.tools.http_guard import MAX_HTTP_BODY_BYTES, HttpGuard, new_token, transport_security
 from img_agent.tools.image_tools import ImageTools, default_sandbox
 from img_agent.tools.mcp_server import ImageMCPServer, ToolsSource, create_server
 
@@ -118,6 +123,14 @@ def _close_tools(future: Future[ImageTools], opener: threading.Thread) -> None:
     tools.engine.close()
 
 
+def http_token(host: str, token: str | None) -> str | None:
+    """The bearer token an HTTP server on ``host`` requires: ``token`` when given, a new random one for a
+    non-loopback address, else none (loopback serves this machine's users only)."""
+    if token:
+        return token
+    return None if is_loopback(host) else new_token()
+
+
 def serve(
     settings: Settings,
     *,
@@ -126,26 +139,39 @@ def serve(
     http: bool = False,
     host: str = DEFAULT_HTTP_HOST,
     port: int = DEFAULT_HTTP_PORT,
+    token: str | None = None,
 ) -> None:
-    """Run the server until the client disconnects (stdio) or the process is interrupted (HTTP)."""
+    """Run the server until the client disconnects (stdio) or the process is interrupted (HTTP).
+
+    Over HTTP, ``token`` (see :func:`http_token`) is required as ``Authorization: Bearer``; a
+    non-loopback ``host`` without one is refused.
+
+    Raises:
+        ConfigError: a non-loopback ``host`` without a token.
+    """
     server = build_server(settings, roots=roots, llm_settings=llm_settings)
     if not http:
         server.run()
         return
-    if not _is_loopback(host):
-        logger.warning(
-            "Serving on %s: the MCP endpoint has no authentication; anyone who can reach it can search "
-            "and index images in the allowed folders.", host,
-        )
-    logger.info("MCP endpoint: http://%s:%d/mcp", host if ":" not in host else f"[{host}]", port)
-    server.run("streamable-http", host=host, port=port)
+    if token is None and not is_loopback(host):
+        raise ConfigError(f"Serving on {host} needs a bearer token: pass --token or set IMG_AGENT_HTTP_TOKEN.")
+    import uvicorn
+
+    security = transport_security(host, settings.http_allowed_hosts)
+    app = server.streamable_http_app(transport_security=security, max_request_body_size=MAX_HTTP_BODY_BYTES, host=host)
+    logger.info("MCP endpoint: http://%s:%d/mcp (%s; accepted Host headers: %s; add more with "
+                "IMG_AGENT_HTTP_ALLOWED_HOSTS)", host if ":" not in host else f"[{host}]", port,
+                "bearer token required" if token else "no token: loopback only", ", ".join(security.allowed_hosts))
+    config = uvicorn.Config(HttpGuard(app, token=token), host=host, port=port,
+                            log_level=server.settings.log_level.lower())
+    uvicorn.Server(config).run()
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback name or address (only this machine can connect)."""
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-

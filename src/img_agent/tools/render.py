@@ -16,7 +16,15 @@ from mcp.types import ContentBlock, ImageContent, TextContent
 from pydantic import BaseModel
 
 from img_agent.errors import ImgAgentError
-from img_agent.results import AddReport, IndexStatus, MaintenanceReport, RemoveReport, SearchHit, SkippedItem
+from img_agent.results import (
+    AddReport,
+    IndexStatus,
+    MaintenanceReport,
+    RemoveReport,
+    SearchHit,
+    SkippedItem,
+)
+from img_agent.textsafe import one_line
 from img_agent.tools.image_tools import ImageTools
 from img_agent.tools.shapes import AnswerResult, SearchResult
 
@@ -27,25 +35,26 @@ MAX_THUMBNAIL_BYTES_TOTAL = 2 * 1024 * 1024
 
 
 def _hit_line(hit: SearchHit) -> str:
-    parts = [f"{hit.rank}. id {hit.id}", f"score {hit.score:.3f}", hit.path, f"{hit.width}x{hit.height} {hit.format}"]
+    parts = [f"{hit.rank}. id {hit.id}", f"score {hit.score:.3f}", one_line(hit.path),
+             f"{hit.width}x{hit.height} {one_line(hit.format)}"]
     if hit.tags:
-        parts.append("tags: " + ", ".join(hit.tags))
+        parts.append("tags: " + ", ".join(one_line(tag) for tag in hit.tags))
     if hit.description:
-        parts.append(f"description: {hit.description}")
+        parts.append(f"description: {one_line(hit.description)}")
     matched = getattr(hit, "matched_queries", None)
     if matched:
-        parts.append("matched: " + "; ".join(repr(q) for q in matched))
+        parts.append("matched: " + "; ".join(one_line(repr(q)) for q in matched))
     return "  ".join(parts)
 
 
 def _notes(notes: Sequence[str]) -> list[str]:
-    return [f"Note: {note}" for note in notes]
+    return [f"Note: {one_line(note)}" for note in notes]
 
 
 def render_search(result: SearchResult) -> str:
-    lines = [f"Query: {result.query}"]
+    lines = [f"Query: {one_line(result.query)}"]
     if len(result.queries) > 1:
-        lines.append("Also searched: " + "; ".join(repr(q) for q in result.queries[1:]))
+        lines.append("Also searched: " + "; ".join(one_line(repr(q)) for q in result.queries[1:]))
     if result.hits:
         lines.append(f"{len(result.hits)} image(s), best first (score = cosine similarity, higher is better):")
         lines.extend(_hit_line(hit) for hit in result.hits)
@@ -55,18 +64,18 @@ def render_search(result: SearchResult) -> str:
 
 
 def render_answer(result: AnswerResult) -> str:
-    lines = [f"Question: {result.question}"]
+    lines = [f"Question: {one_line(result.question)}"]
     lines.append(f"Answer: {result.answer}" if result.answer is not None else "No answer was generated.")
     if result.sources:
         lines.append("Sources ([n] = rank, as cited):")
         for source in result.sources:
             cited = "  (cited)" if source.cited else ""
-            lines.append(f"[{source.rank}] id {source.id}  score {source.score:.3f}  {source.path}{cited}")
+            lines.append(f"[{source.rank}] id {source.id}  score {source.score:.3f}  {one_line(source.path)}{cited}")
     return "\n".join(lines + _notes(result.notes))
 
 
 def _skips(skipped: Sequence[SkippedItem]) -> list[str]:
-    lines = [f"  skipped {item.path}: {item.reason}" for item in skipped[:MAX_LISTED_SKIPS]]
+    lines = [f"  skipped {one_line(item.path)}: {one_line(item.reason)}" for item in skipped[:MAX_LISTED_SKIPS]]
     if len(skipped) > MAX_LISTED_SKIPS:
         lines.append(f"  ... and {len(skipped) - MAX_LISTED_SKIPS} more (see the structured result)")
     return lines
@@ -99,7 +108,7 @@ def render_add(report: AddReport) -> str:
 def render_remove(report: RemoveReport) -> str:
     lines = [f"Removed {len(report.removed)} image(s) from the index (files untouched): {_ids(report.removed)}"]
     if report.not_found:
-        lines.append("Not found: " + ", ".join(report.not_found[:50]))
+        lines.append("Not found: " + ", ".join(one_line(item) for item in report.not_found[:50]))
     return "\n".join(lines)
 
 
@@ -161,14 +170,14 @@ def thumbnail_blocks(tools: ImageTools, result: BaseModel, count: int, max_side:
     total = 0
     for hit in _shown_images(result)[:count]:
         try:
-            data = tools.engine.thumbnail(hit.id, max_side=max_side, quality=THUMBNAIL_QUALITY)
+            data = tools.thumbnail(hit.id, max_side=max_side, quality=THUMBNAIL_QUALITY)
         except ImgAgentError as exc:
-            blocks.append(TextContent(type="text", text=f"[{hit.rank}] id {hit.id}: no thumbnail ({exc})"))
+            blocks.append(TextContent(type="text", text=f"[{hit.rank}] id {hit.id}: no thumbnail ({one_line(exc)})"))
             continue
         if total + len(data) > MAX_THUMBNAIL_BYTES_TOTAL:
             blocks.append(TextContent(type="text", text="(further thumbnails left out: size limit reached)"))
             break
         total += len(data)
-        blocks.append(TextContent(type="text", text=f"[{hit.rank}] id {hit.id}: {hit.path}"))
+        blocks.append(TextContent(type="text", text=f"[{hit.rank}] id {hit.id}: {one_line(hit.path)}"))
         blocks.append(ImageContent(type="image", data=base64.b64encode(data).decode("ascii"), mime_type="image/jpeg"))
     return blocks

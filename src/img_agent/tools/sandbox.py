@@ -10,7 +10,10 @@ A tool never opens a path a model gave it without going through :class:`Sandbox`
   follows no symbolic link out of the roots;
 - only regular files are read, at most ``max_file_bytes`` of them; inline (base64) images are
   limited to ``max_inline_bytes`` after decoding;
-- nothing is ever fetched from a URL.
+- nothing is ever fetched from a URL;
+- destructive path arguments (removing images from the index) obey the same roots
+  (:meth:`Sandbox.confine`), and so do the files behind indexed images before any byte of them
+  leaves the process (:meth:`Sandbox.read_file` on the catalog path).
 
 Refusals raise :class:`~img_agent.errors.AccessDeniedError` naming the allowed roots, so a model can
 correct itself; missing files raise :class:`~img_agent.errors.NotFoundError`.
@@ -137,6 +140,44 @@ class Sandbox:
                 raise AccessDeniedError(f"Cannot read {text!r}: {exc.strerror or exc}.") from exc
         where = "" if candidate.is_absolute() else f" under any of the {self.describe_roots()}"
         raise NotFoundError(f"No file or folder {text!r} exists{where}. Check the path and try again.")
+
+    def confine(self, path: str) -> Path:
+        """``path`` made absolute and resolved, refused unless it lies inside the roots; it need not exist.
+
+        For arguments that name indexed images rather than files to read (a removed file's entry
+        can be removed from the index): the same resolve-then-check as :meth:`resolve`, without the
+        existence check. Relative paths are taken under the first root.
+
+        Raises:
+            InvalidInputError: empty path, or a URL.
+            AccessDeniedError: it resolves outside every allowed root.
+        """
+        text = path.strip()
+        if not text:
+            raise InvalidInputError("The path is empty; give an absolute file or folder path.")
+        if _URL_SCHEME.match(text):
+            raise InvalidInputError(f"{text!r} is a URL; give the indexed file or folder path.")
+        candidate = Path(text).expanduser()
+        if not candidate.is_absolute():
+            if not self.roots:
+                raise AccessDeniedError(f"Cannot use {text!r}: {self.describe_roots()}.")
+            candidate = self.roots[0] / candidate
+        try:
+            real = Path(os.path.realpath(candidate))
+        except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, NUL byte
+            raise InvalidInputError(f"Cannot resolve {text!r}: {exc}.") from exc
+        if not self.contains(real):
+            raise AccessDeniedError(
+                f"{text!r} is outside the {self.describe_roots()} (checked after resolving symbolic links and "
+                "'..'); give a file or folder inside them."
+            )
+        return real
+
+    def allows_indexed(self, path: str) -> bool:
+        """Whether an indexed image's recorded path (absolute, resolved when it was indexed) lies inside the
+        roots. Decides which catalog entries a caller may remove; reading the file goes through
+        :meth:`read_file`, which resolves it again."""
+        return self.contains(Path(os.path.abspath(path)))
 
     # ------------------------------------------------------------------ reading
 

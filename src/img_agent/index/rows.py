@@ -1,0 +1,49 @@
+"""The catalog's row types: what is inserted, what is looked up, and the ids by state loaded at open."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from img_agent.results import FileFacts, ImageRecord
+
+RECORD_COLUMNS = "id, path, sha256, size, width, height, format, mtime, added_at, description, tags"
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """A row to insert: the file's facts and optional notes (its id comes from the vector store)."""
+
+    file: FileFacts
+    description: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LiveRow:
+    id: int
+    sha256: str
+    size: int
+    mtime: float
+    path: str
+
+
+@dataclass(frozen=True)
+class StateArrays:
+    """Ids by state, as loaded at open: enough to rebuild the in-memory view."""
+
+    next_id: int
+    buffer_ids: np.ndarray
+    main_ids: np.ndarray
+    tombstone_ids: np.ndarray
+    unsaved_ids: np.ndarray  # in the main index but not in its file: re-added at open
+
+
+def record_of(row: tuple) -> ImageRecord:
+    """The record of a row selected as :data:`RECORD_COLUMNS`."""
+    return ImageRecord(
+        id=row[0], path=row[1], sha256=row[2], size=row[3], width=row[4], height=row[5], format=row[6],
+        mtime=row[7], added_at=row[8], description=row[9], tags=json.loads(row[10] or "[]"),
+    )

@@ -1,0 +1,99 @@
+"""Store faults as a user meets them: the CLI as a subprocess (through the store's service), tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+from test_cli import run
+
+
+def cli(*args: str, data: Path, check: bool = False) -> subprocess.CompletedProcess:
+    return run("--model", "tiny-test", *args, data_dir=data, check=check)
+
+
+def assert_clear(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+@pytest.fixture
+def store(tmp_path, image_dir):
+    data = tmp_path / "store"
+    cli("index", str(image_dir), data=data, check=True)
+    yield data
+    run("service", "stop", data_dir=data, check=False)
+
+
+def test_missing_catalog_status_refuses_then_doctor_and_repair(store, harness):
+    with harness.trial("store", faults=1):
+        run("service", "stop", data_dir=store, check=True)
+        for name in ("catalog.sqlite", "catalog.sqlite-wal", "catalog.sqlite-shm"):
+            (store / name).unlink(missing_ok=True)
+        size = (store / "vectors.f32").stat().st_size
+        assert_clear(run("status", data_dir=store, check=False), "img-agent repair")
+        assert (store / "vectors.f32").stat().st_size == size
+        doctor = run("doctor", data_dir=store, check=False)
+        assert doctor.returncode == 1 and "missing or empty" in doctor.stdout and "Traceback" not in doctor.stderr
+        assert (store / "vectors.f32").stat().st_size == size
+        fixed = run("repair", "--json", data_dir=store, check=True)
+        moved = json.loads(fixed.stdout)["lost_and_found"]
+        assert (Path(moved) / "vectors.f32").stat().st_size == size
+        assert run("doctor", data_dir=store, check=False).returncode == 0
+
+
+def test_backup_through_the_service_holds_every_image(store, harness, tmp_path):
+    with harness.trial("store", faults=1):
+        before = json.loads(run("status", "--json", data_dir=store, check=True).stdout)
+        out = json.loads(run("backup", str(tmp_path / "copy"), "--json", data_dir=store, check=True).stdout)
+        assert out["images"] == before["live"]
+        copy = tmp_path / "copy"
+        assert run("doctor", data_dir=copy, check=False).returncode == 0
+        after = json.loads(run("status", "--json", "--no-service", data_dir=copy, check=True).stdout)
+        assert after["live"] == before["live"]
+        hits = json.loads(run("search", "--similar", "0", "-k", "50", "--json", "--no-service", data_dir=copy,
+                              check=True).stdout)
+        assert len(hits) == before["live"] - 1
+
+
+def test_remove_an_id_beyond_int64(store, harness):
+    with harness.trial("store", faults=1):
+        proc = run("remove", str(2**70), data_dir=store, check=False)
+        assert_clear(proc, f"No live image matched {2**70}")
+
+
+def test_read_only_store_searches(store, harness, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a read-only file system")
+    with harness.trial("store", faults=1):
+        run("service", "stop", data_dir=store, check=True)
+        mnt = tmp_path / "ro"
+        mnt.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0755", "tmpfs", str(mnt)], check=False).returncode:
+            pytest.skip("cannot mount a tmpfs")
+        try:
+            data = mnt / "store"
+            subprocess.run(["cp", "-a", str(store), str(data)], check=True)
+            subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+            st = json.loads(run("status", "--json", "--no-service", data_dir=data, check=True).stdout)
+            assert st["read_only"] and st["live"] == 12
+            hits = json.loads(run("search", "a red square", "--json", "--no-service", data_dir=data, check=True).stdout)
+            assert hits
+            assert_clear(run("remove", "1", "--no-service", data_dir=data, check=False), "read-only")
+            assert run("doctor", data_dir=data, check=False).returncode == 0
+            # the same through the store's service (its log goes beside its socket)
+            st = json.loads(run("status", "--json", data_dir=data, check=True).stdout)
+            assert st["read_only"] and st["live"] == 12
+            assert json.loads(run("search", "a red square", "--json", data_dir=data, check=True).stdout) == hits
+            assert_clear(run("remove", "1", data_dir=data, check=False), "read-only")
+        finally:
+            run("service", "stop", data_dir=mnt / "store", check=False)
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
