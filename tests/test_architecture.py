@@ -27,9 +27,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("embed", "testing"),
     ("index", "agent"),
     ("tools",),
+    ("web",),
     ("service",),
     ("bench",),
-    ("web",),
     ("cli",),
     ("__main__",),
 )

@@ -176,6 +176,10 @@ class ChatSession:
         """The full conversation sent to the model, system prompt first (a copy)."""
         return [self._system, *self._history]
 
+    def extend_history(self, messages: Iterable[Message]) -> None:
+        """Continue a conversation held elsewhere: its earlier messages (no system prompt), oldest first."""
+        self._history.extend(messages)
+
     def reset(self) -> None:
         """Forget the conversation (the system prompt stays)."""
         self._history.clear()

@@ -3,7 +3,7 @@
 Global options (``--data-dir``, ``--model``, ``--pretrained``, ``--device``, ``--json``, ``-v``)
 work before or after the command. Each command group lives in its own module and adds its
 commands here: :mod:`~img_agent.cli.store`, :mod:`~img_agent.cli.doctor`, :mod:`~img_agent.cli.tools`,
-:mod:`~img_agent.cli.agent`,
+:mod:`~img_agent.cli.agent`, :mod:`~img_agent.cli.web`,
 :mod:`~img_agent.cli.bench`. A handler gets a :class:`~img_agent.cli.context.CLIContext` and
 returns the exit status; a domain error becomes ``error: ...`` on stderr and exit status 1.
 """
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from img_agent.version import __version__
-from img_agent.cli import agent, bench, doctor, output, service, store, tools
+from img_agent.cli import agent, bench, doctor, output, service, store, tools, web
 from img_agent.cli.context import CLIContext
 from img_agent.locations import ENV_FILE_VARIABLE
 from img_agent.errors import ConfigError, ImgAgentError
@@ -42,7 +42,7 @@ def _global_options() -> argparse.ArgumentParser:
     return p
 
 
-GROUPS = (store, doctor, service, tools, agent, bench)
+GROUPS = (store, doctor, service, web, tools, agent, bench)
 """The command modules, in the order ``--help`` lists their commands."""
 _VALUE_OPTIONS = frozenset({"--data-dir", "--model", "--pretrained", "--device", "--env-file"})
 

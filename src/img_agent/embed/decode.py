@@ -68,6 +68,21 @@ def _silence_pil_bomb_warning() -> None:
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
+def _open(data: bytes) -> Image.Image:
+    """``data`` opened lazily (the header only), every failure as an :class:`ImageDecodeError`."""
+    if not data:
+        raise ImageDecodeError("zero-byte file")
+    _silence_pil_bomb_warning()
+    try:
+        return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image (unrecognised format)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"image too large: {exc}") from None
+    except _PIL_DECODE_ERRORS as exc:
+        raise ImageDecodeError(f"truncated or corrupt image: {_describe(exc)}") from None
+
+
 def decode_image_bytes(
     data: bytes, *, max_pixels: int, draft_size: int | None = None
 ) -> tuple[Image.Image, str, int, int]:
@@ -87,18 +102,7 @@ def decode_image_bytes(
     ``width`` and ``height`` are the full-resolution size after EXIF orientation, whatever
     draft reduction was used.
     """
-    if not data:
-        raise ImageDecodeError("zero-byte file")
-    _silence_pil_bomb_warning()
-    try:
-        img = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise ImageDecodeError("not an image (unrecognised format)") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"image too large: {exc}") from None
-    except _PIL_DECODE_ERRORS as exc:
-        raise ImageDecodeError(f"truncated or corrupt image: {_describe(exc)}") from None
-
+    img = _open(data)
     try:
         fmt = img.format or "unknown"
         full_w, full_h = img.size
@@ -155,18 +159,8 @@ def check_declared_size(data: bytes, *, max_pixels: int) -> tuple[str, int, int]
         ImageDecodeError: not an image, a corrupt header, or more than ``max_pixels`` pixels declared
             ("image too large: WxH pixels exceeds N").
     """
-    if not data:
-        raise ImageDecodeError("zero-byte file")
-    _silence_pil_bomb_warning()
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt, (width, height) = img.format or "unknown", img.size
-    except UnidentifiedImageError:
-        raise ImageDecodeError("not an image (unrecognised format)") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"image too large: {exc}") from None
-    except _PIL_DECODE_ERRORS as exc:
-        raise ImageDecodeError(f"truncated or corrupt image: {_describe(exc)}") from None
+    with _open(data) as img:
+        fmt, (width, height) = img.format or "unknown", img.size
     if width <= 0 or height <= 0:
         raise ImageDecodeError(f"truncated or corrupt image: invalid size {width}x{height}")
     if width * height > max_pixels:

@@ -16,20 +16,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from img_agent.version import __version__
-from img_agent.errors import (
-    AccessDeniedError,
-    BusyError,
-    ConfigError,
-    ImgAgentError,
-    InvalidInputError,
-    LLMError,
-    LLMNotConfiguredError,
-    ModelLoadingError,
-    NotFoundError,
-    StoreReadOnlyError,
-    StoreWriteError,
-)
+from img_agent.errors import ImgAgentError, InvalidInputError
 from img_agent.service.client import CLIENT_HEADER, PROTOCOL
+from img_agent.web.errors import error_response
 
 if TYPE_CHECKING:
     from img_agent.service.server import Activity, Service
@@ -37,27 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def http_status(exc: BaseException) -> int:
-    """The HTTP status that fits an error (JSON bodies carry the type and the message)."""
-    for cls, status in (
-        (AccessDeniedError, 403), (NotFoundError, 404), (InvalidInputError, 400), (ConfigError, 400),
-        (ModelLoadingError, 503), (BusyError, 409), (LLMNotConfiguredError, 400), (LLMError, 502),
-        (StoreReadOnlyError, 409), (StoreWriteError, 507),
-    ):
-        if isinstance(exc, cls):
-            return status
-    return 500
-
-
-def error_response(exc: BaseException) -> JSONResponse:
-    message = str(exc) if isinstance(exc, ImgAgentError) else f"unexpected internal error ({type(exc).__name__}); see the service log."
-    headers = {"Retry-After": "5"} if isinstance(exc, ModelLoadingError) else None
-    return JSONResponse({"error": {"type": type(exc).__name__ if isinstance(exc, ImgAgentError) else "ImgAgentError",
-                                   "message": message}}, status_code=http_status(exc), headers=headers)
-
-
 def api_routes(service: Service) -> list[Any]:
-    """The JSON interface: health, status and stop, tool calls, raw function calls, recipes, jobs."""
+    """The JSON interface: health, status and stop, the web listener, tool calls, raw function calls, recipes, jobs."""
     from pydantic import ValidationError
     from starlette.routing import Route
 
@@ -142,6 +112,26 @@ def api_routes(service: Service) -> list[Any]:
             return error_response(exc)
         return JSONResponse(report.model_dump(mode="json"))
 
+    async def web(request: Request) -> Response:
+        """Turn the web listener on (``{"host", "port"}``) or find it on: its URL with the token."""
+        from img_agent.service.web_listener import DEFAULT_HOST, DEFAULT_PORT, start_web
+
+        try:
+            body = json.loads(await request.body() or b"{}")
+            if not isinstance(body, dict):
+                raise InvalidInputError('Send {"host": ..., "port": ...} as a JSON object.')
+            host, port = body.get("host") or DEFAULT_HOST, body.get("port", DEFAULT_PORT)
+            if not isinstance(host, str) or not isinstance(port, int) or not 0 <= port <= 65535:
+                raise InvalidInputError("host must be an address and port a number 0-65535 (0 = any free port).")
+            listener = await anyio.to_thread.run_sync(lambda: start_web(service, host, port))
+        except Exception as exc:  # noqa: BLE001 - every failure is a JSON error; unexpected ones are logged
+            if isinstance(exc, ValueError) and not isinstance(exc, ImgAgentError):
+                exc = InvalidInputError(f"The request body is not JSON ({exc}).")
+            elif not isinstance(exc, ImgAgentError):
+                log.exception("starting the web listener failed")
+            return error_response(exc)
+        return JSONResponse(listener.info())
+
     async def jobs(_request: Request) -> Response:
         return JSONResponse([j.model_dump(mode="json") for j in service.jobs.list()])
 
@@ -166,6 +156,7 @@ def api_routes(service: Service) -> list[Any]:
         Route(RAG_PATH, recipe(RagRequest), methods=["POST"]),
         Route(QA_PATH, recipe(QARequest), methods=["POST"]),
         Route("/api/store/backup", backup, methods=["POST"]),
+        Route("/api/service/web", web, methods=["POST"]),
         Route("/api/jobs", jobs, methods=["GET"]),
         Route("/api/jobs/{job_id}", job, methods=["GET"]),
         Route("/api/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),

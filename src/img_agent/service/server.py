@@ -3,8 +3,10 @@
 It holds the store's lock for its whole life (a second service of the same store exits with
 :data:`~img_agent.service.client.EXIT_ALREADY_SERVED`), listens on the store's Unix socket, and
 serves there the MCP streamable-HTTP endpoint (``/mcp``, one session per stdio bridge) and the
-small JSON interface the CLI and :func:`img_agent.connect` use (``/api/...``). It stops after
-``idle_timeout`` seconds without requests or jobs, on ``POST /api/service/stop`` and on SIGTERM.
+small JSON interface the CLI and :func:`img_agent.connect` use (``/api/...``). On request
+(``POST /api/service/web``) it also serves the web side (:mod:`img_agent.web`) on a TCP port. It
+stops after ``idle_timeout`` seconds without requests or jobs (never while the web side is on), on
+``POST /api/service/stop`` and on SIGTERM.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from img_agent.service.status import ModelState, ServiceStatus
 if TYPE_CHECKING:
     from img_agent.config import LLMSettings, Settings
     from img_agent.index.engine import Engine
+    from img_agent.service.web_listener import WebListener
     from img_agent.tools.image_tools import ImageTools
 
 log = logging.getLogger(__name__)
@@ -115,6 +118,10 @@ class Service:
         self.model = ModelState(name=self.engine.model, pretrained=self.engine.pretrained, state="loading")
         self._model_started = time.monotonic()
         self.stop_requested = threading.Event()
+        self.web: WebListener | None = None
+        """The HTTP listener for browsers and API clients, once started (:func:`~img_agent.service.web_listener.start_web`)."""
+        self.web_token: str | None = None
+        self.web_lock = threading.Lock()
 
     def tools_for_request(self, headers: Mapping[str, str] | None) -> ImageTools:
         """The tools for one client's call: confined to the folders its roots header names (default: the
@@ -177,10 +184,13 @@ class Service:
         )
 
     def idle(self) -> bool:
-        return (self.idle_timeout > 0 and not self.jobs.running()
+        """Whether to stop for idleness: never while the web listener is on (a browser may come back)."""
+        return (self.idle_timeout > 0 and self.web is None and not self.jobs.running()
                 and self.activity.idle_for() >= self.idle_timeout)
 
     def close(self) -> None:
+        if self.web is not None:
+            self.web.stop()
         self.jobs.cancel_all(wait=10.0)
         with contextlib.suppress(OSError):
             if self.paths.socket.exists():

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from img_agent.errors import ImgAgentError, NotFoundError
+from img_agent.errors import BusyError, ImgAgentError, NotFoundError
 from img_agent.results import JobInfo, ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,8 @@ JobWork = Callable[[ProgressCallback, threading.Event], BaseModel]
 
 
 class _Job:
-    def __init__(self, job_id: str, kind: str, description: str) -> None:
+    def __init__(self, job_id: str, kind: str, description: str, cancellable: bool = True) -> None:
+        self.cancellable = cancellable
         self.info = JobInfo(id=job_id, kind=kind, description=description, state="running", started=time.time())
         self.cancel = threading.Event()
         self.finished = threading.Event()
@@ -63,9 +64,10 @@ class JobRegistry:
         self._lock = threading.Lock()
         self._numbers = itertools.count(1)
 
-    def start(self, kind: str, description: str, work: JobWork) -> str:
-        """Start ``work`` in a new thread; returns the job id at once."""
-        job = _Job(f"{kind}-{next(self._numbers)}", kind, description)
+    def start(self, kind: str, description: str, work: JobWork, *, cancellable: bool = True) -> str:
+        """Start ``work`` in a new thread; returns the job id at once. A job that is not ``cancellable``
+        never looks at its cancel event: :meth:`cancel` refuses it."""
+        job = _Job(f"{kind}-{next(self._numbers)}", kind, description, cancellable)
         with self._lock:
             self._jobs[job.info.id] = job
             self._forget_old()
@@ -109,7 +111,16 @@ class JobRegistry:
         return job.snapshot(), job.report
 
     def cancel(self, job_id: str) -> JobInfo:
+        """Ask a job to stop at its next batch.
+
+        Raises:
+            NotFoundError: no job has that id.
+            BusyError: the job cannot be stopped half-way; wait for it.
+        """
         job = self._get(job_id)
+        if not job.cancellable and not job.finished.is_set():
+            raise BusyError(f"Job {job_id} ({job.info.kind}) cannot be stopped half-way; searches keep working "
+                            "meanwhile. Wait for it to finish.")
         job.cancel.set()
         return job.snapshot()
 
