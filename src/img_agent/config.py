@@ -112,6 +112,10 @@ class Settings(_FromFiles):
     image_roots: list[Path] = Field(
         default_factory=list, description="Configured image folders; default allowed roots for tool file access."
     )
+    thumb_cache_mb: float = Field(
+        256, ge=0, description="Most MiB the web gallery's thumbnail cache keeps on disk; the least recently used "
+        "thumbnails go first (0 = no disk cache).",
+    )
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -18,7 +18,8 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client
-from mcp.types import ElicitResult, TextContent
+from mcp.shared.exceptions import MCPError
+from mcp.types import INTERNAL_ERROR, ElicitResult, ErrorData, TextContent
 
 from img_agent.agent.chat import DECLINED, ChatSession
 from img_agent.agent.llm import LLMClient
@@ -176,7 +177,10 @@ def test_chat_does_not_run_a_destructive_call_the_person_declined(fake_llm, llm,
         assert calls.count("remove_images") == 1  # nobody to ask: not run
 
 
-def test_mcp_asks_clients_with_elicitation_before_destructive_calls(tmp_path, harness):
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+def test_mcp_asks_clients_with_elicitation_before_destructive_calls(tmp_path, harness, mode):
+    """legacy (2025-11-25): the question is a request in the middle of the call; 2026-07-28: it comes
+    back as an input-required result, and the client's retry carries the answer."""
     with harness.trial("agent", faults=1):
         engine = FakeEngine()
         tools = ImageTools(engine, Sandbox(["/"], max_file_bytes=10_000_000))
@@ -190,22 +194,35 @@ def test_mcp_asks_clients_with_elicitation_before_destructive_calls(tmp_path, ha
 
             return callback
 
+        async def failing(context, params) -> ErrorData:
+            messages.append(params.message)
+            return ErrorData(code=INTERNAL_ERROR, message="no one to ask")
+
         async def call(callback, ids: list[int]):
             kwargs = {"elicitation_callback": callback} if callback is not None else {}
-            async with Client(server, mode="legacy", **kwargs) as client:  # requests mid-call need legacy mode
-                return await client.call_tool("remove_images", {"ids": ids})
+            async with Client(server, mode=mode, **kwargs) as client:
+                assert client.session.protocol_version == ("2025-11-25" if mode == "legacy" else mode)
+                try:
+                    return await client.call_tool("remove_images", {"ids": ids})
+                except MCPError as exc:
+                    return exc
 
         declined = anyio.run(call, answering("decline"), [1, 2])
         assert declined.is_error
         assert "not run: the person declined" in declined.content[0].text.lower()
-        assert {1, 2} <= engine.live and "remove_images" in messages[0]
+        assert {1, 2} <= engine.live
+        assert "remove_images" in messages[0] and "would remove 2 image(s)" in messages[0]  # the dry run's report
+
+        unanswered = anyio.run(call, failing, [1])  # a question left unanswered runs nothing
+        assert isinstance(unanswered, MCPError) or unanswered.is_error
+        assert 1 in engine.live
 
         accepted = anyio.run(call, answering("accept"), [1])
         assert not accepted.is_error and 1 not in engine.live
 
         plain = anyio.run(call, None, [2])  # no elicitation: the client's own UI confirms
         assert not plain.is_error and 2 not in engine.live
-        assert len(messages) == 2
+        assert len(messages) == 3
         assert all(isinstance(block, TextContent) for block in plain.content)
 
 

@@ -97,3 +97,35 @@ def test_read_only_store_searches(store, harness, tmp_path):
         finally:
             run("service", "stop", data_dir=mnt / "store", check=False)
             subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_during_index_is_clear_and_keeps_the_store(tmp_path, image_dir, harness):
+    """`index` on a full disk: one clear error (no traceback), and what was indexed before stays searchable."""
+    from img_agent.testing import make_images
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", str(mnt)], check=False).returncode:
+        pytest.skip("cannot mount a tmpfs")
+    data = mnt / "store"
+    try:
+        with harness.trial("store", faults=1):
+            cli("index", str(image_dir), data=data, check=True)
+            more = make_images(tmp_path / "more", 60, seed=9)
+            stat = os.statvfs(mnt)
+            filler = mnt / "filler"
+            filler.write_bytes(b"\0" * max(0, stat.f_bavail * stat.f_frsize - 48 * 1024))
+            proc = cli("index", str(more[0].parent), data=data, check=False)
+            assert proc.returncode == 1, proc.stdout + proc.stderr
+            assert "Traceback" not in proc.stderr and "disk is full" in proc.stderr, proc.stderr
+            assert "kept" in proc.stderr, proc.stderr
+            filler.unlink()
+            status = json.loads(run("status", "--json", data_dir=data, check=True).stdout)
+            assert status["live"] >= 12
+            hits = json.loads(run("search", "--similar", "0", "-k", "50", "--json", data_dir=data, check=True).stdout)
+            assert len(hits) == status["live"] - 1
+    finally:
+        run("service", "stop", data_dir=data, check=False)
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

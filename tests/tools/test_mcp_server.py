@@ -16,7 +16,7 @@ import anyio
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_PARAMS, ImageContent, TextContent
+from mcp.types import INVALID_PARAMS, ElicitRequest, ElicitResult, ImageContent, InputRequiredResult, TextContent
 from PIL import Image
 
 from img_agent.errors import ModelMismatchError
@@ -173,6 +173,47 @@ async def test_an_abandoned_add_goes_on_as_a_job_and_only_cancel_job_stops_it(
         final = (await client.call_tool("index_status", {})).structured_content["jobs"][-1]
         assert cancelled["id"] == job_id and final["state"] == "cancelled" and final["result"]["cancelled"]
         assert 0 < len(final["result"]["added"]) < 8
+
+async def test_a_2026_07_28_client_is_asked_in_an_input_required_result_before_a_removal(
+    indexed_tools: ImageTools,
+) -> None:
+    engine = indexed_tools.engine
+    ids = sorted(engine.live)[:2]  # type: ignore[attr-defined]
+    arguments = {"ids": ids}
+
+    async def unused(context, params) -> ElicitResult:
+        raise AssertionError("this test answers the rounds itself")
+
+    server = create_server(indexed_tools, llm_configured=False)
+    async with Client(server, mode="2026-07-28", elicitation_callback=unused) as client:
+        session = client.session
+
+        async def retry(asked: InputRequiredResult, answer: ElicitResult, args=arguments):
+            (key,) = asked.input_requests
+            return await session.call_tool("remove_images", args, input_responses={key: answer},
+                                           request_state=asked.request_state, allow_input_required=True)
+
+        asked = await session.call_tool("remove_images", arguments, allow_input_required=True)
+        assert isinstance(asked, InputRequiredResult)
+        (request,) = asked.input_requests.values()
+        assert isinstance(request, ElicitRequest)
+        assert request.params.message.startswith(f"Allow remove images from the index: remove_images({{'ids': {ids}")
+        assert "Dry run: would remove 2 image(s)" in request.params.message  # the dry run's report
+        assert set(ids) <= engine.live  # type: ignore[attr-defined]  # asked, not run
+
+        declined = await retry(asked, ElicitResult(action="decline"))
+        assert declined.is_error and texts(declined)[0].startswith("Not run: the person declined remove_images.")
+        refused = await retry(asked, ElicitResult(action="accept", content={"confirm": False}))
+        assert refused.is_error and texts(refused)[0].startswith("Not run: the person declined remove_images.")
+        # an answer counts only for the call it was given about (the SDK binds the state to it)
+        with pytest.raises(MCPError, match="requestState"):
+            await retry(asked, ElicitResult(action="accept", content={"confirm": True}), {"ids": ids[:1]})
+        assert set(ids) <= engine.live  # type: ignore[attr-defined]
+
+        accepted = await retry(asked, ElicitResult(action="accept", content={"confirm": True}))
+        assert not accepted.is_error and accepted.structured_content["removed"] == ids
+        assert not set(ids) & engine.live  # type: ignore[attr-defined]
+
 
 async def test_a_failed_open_is_reported_by_every_call() -> None:
     failed: Future[ImageTools] = Future()

@@ -1,4 +1,5 @@
-"""Support for the gallery browser tests: page scripts, and a store served with the fake LLM."""
+"""Support for the gallery browser tests: the browser, page helpers and scripts, and a store served
+with the fake LLM."""
 
 from __future__ import annotations
 
@@ -8,10 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 from web_support import WebServer, start_web_server
 
 from img_agent.testing.fake_llm import FakeLLMServer
 
+CHROMIUM = Path("/usr/bin/chromium")
+NEEDS_CHROMIUM = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium); "
+    "Playwright's own browser download is not used")
+VIEWPORT = {"width": 1280, "height": 800}
 LLM_IMAGES = 8
 
 ALL_THUMBS_LOADED = """n => {
@@ -36,6 +44,38 @@ window.EventSource = class extends Native {
   constructor(url, init) { super(url, init); window.__eventSources.push(String(url)); }
 };
 """
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Browser]:
+    """Headless Debian Chromium, driven by Playwright."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def search(page: Page, text: str) -> None:
+    """Type ``text`` into the search box, press Enter and wait for the results."""
+    box = page.get_by_test_id("search-input")
+    box.fill(text)
+    box.press("Enter")
+    settle(page)
+
+
+def settle(page: Page) -> None:
+    page.wait_for_function("() => !document.body.classList.contains('busy')")
+
+
+def card_ids(page: Page) -> list[int]:
+    return [int(i) for i in page.get_by_test_id("result-card").evaluate_all("cs => cs.map(c => c.dataset.id)")]
+
+
+def home(page: Page, base_url: str) -> None:
+    page.goto(base_url + "/")
+    expect(page.get_by_test_id("status-live")).not_to_have_text("–")
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,14 @@
 
 One browser per module; the pages share the module's served stores (``web_server`` from the web
 conftest, and one served with the scripted fake LLM). The stores are this module's own, so the
-tests that change them (remove, add) run after the read-only ones. A passing run saves the gallery
-screenshot the README shows (docs/gallery.png, 1280x800).
+tests that change them (remove, add) run after the read-only ones. A passing run with
+``IMG_AGENT_SCREENSHOT=docs/gallery.png`` saves there the gallery screenshot the README shows (1280x800).
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,37 +20,34 @@ from gallery_support import (
     ALL_THUMBS_LOADED,
     DROP_FILE,
     LLM_IMAGES,
+    NEEDS_CHROMIUM,
     RECORD_EVENT_SOURCES,
+    VIEWPORT,
     LLMWebServer,
+    card_ids,
+    chromium,
+    home,
+    search,
     serve_with_llm,
+    settle,
 )
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from img_agent.testing import make_images
 from img_agent.testing.fake_llm import FakeLLMServer
 
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "gallery.png"
-VIEWPORT = {"width": 1280, "height": 800}
+SCREENSHOT = os.environ.get("IMG_AGENT_SCREENSHOT")  # read at import: tests run with IMG_AGENT_* cleared
 COOKIE = "img_agent_token"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"browser tests need Debian's Chromium at {CHROMIUM} "
-                       "(apt-get install chromium); Playwright's own browser download is not used"),
-]
+pytestmark = [pytest.mark.slow, NEEDS_CHROMIUM]
 
 # ---------------------------------------------------------------------------------------- fixtures
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"], headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")
@@ -108,35 +106,11 @@ def llm_page(browser: Browser, llm_server: LLMWebServer, requested: Requests) ->
 
 @pytest.fixture(scope="module")
 def screenshot(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Where a test saves the gallery screenshot; it reaches docs/ only when no test of the run failed."""
+    """Where a test saves the gallery screenshot; copied to $IMG_AGENT_SCREENSHOT only when no test failed."""
     path = tmp_path_factory.mktemp("shot") / "gallery.png"
     yield path
-    if path.exists() and request.session.testsfailed == 0:
+    if SCREENSHOT and path.exists() and request.session.testsfailed == 0:
         shutil.copyfile(path, SCREENSHOT)
-
-
-# ---------------------------------------------------------------------------------------- helpers
-
-
-def search(page: Page, text: str) -> None:
-    """Type ``text`` into the search box, press Enter and wait for the results."""
-    box = page.get_by_test_id("search-input")
-    box.fill(text)
-    box.press("Enter")
-    settle(page)
-
-
-def settle(page: Page) -> None:
-    page.wait_for_function("() => !document.body.classList.contains('busy')")
-
-
-def card_ids(page: Page) -> list[int]:
-    return [int(i) for i in page.get_by_test_id("result-card").evaluate_all("cs => cs.map(c => c.dataset.id)")]
-
-
-def home(page: Page, base_url: str) -> None:
-    page.goto(base_url + "/")
-    expect(page.get_by_test_id("status-live")).not_to_have_text("–")
 
 
 # ---------------------------------------------------------------------------------------- read-only tests

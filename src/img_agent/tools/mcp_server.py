@@ -17,9 +17,10 @@ The tools come from a :data:`ToolsSource`: fixed tools, a ``Future`` of them whi
 folders each client may touch). Importing this module imports neither torch nor faiss nor openai.
 
 Before a destructive tool runs (its hints say it can remove something), a client that declared the
-elicitation capability is asked to confirm the call, with a preview from the tool's ``dry_run``
-where it has one; a decline (or a failed question) makes the result an error saying the call was
-not run. Other clients get the call as it is: they confirm from the tool's ``destructiveHint``.
+elicitation capability is asked to confirm the call, on every protocol revision, with a preview from
+the tool's ``dry_run`` where it has one (:mod:`img_agent.tools.mcp_confirm`); a decline makes the
+result an error saying the call was not run. Other clients get the call as it is: they confirm from
+the tool's ``destructiveHint``.
 """
 
 from __future__ import annotations
@@ -40,17 +41,21 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INVALID_PARAMS,
     CallToolResult,
-    ClientCapabilities,
     ContentBlock,
-    ElicitationCapability,
     TextContent,
     ToolAnnotations,
 )
 from pydantic import BaseModel, Field
 
 from img_agent.errors import ImgAgentError
-from img_agent.textsafe import one_line
 from img_agent.tools.image_tools import TOOL_SPECS, ImageTools, get_spec
+from img_agent.tools.mcp_confirm import (
+    CONFIRMATION_PARAMETER,
+    DECLINED_MESSAGE,
+    Answer,
+    confirmation_parameter,
+    confirmed,
+)
 from img_agent.tools.render import render, thumbnail_blocks
 from img_agent.tools.spec import ToolSpec, UnknownToolError, error_message
 from img_agent.version import __version__
@@ -240,35 +245,11 @@ async def run_tool(spec: ToolSpec, source: ToolsSource, arguments: dict[str, Any
     )
 
 
-class Confirmation(BaseModel):
-    """What an elicitation asks the person before a destructive call."""
-
-    confirm: bool = Field(True, description="Run this call.")
-
-
-DECLINED_MESSAGE = (
-    "Not run: the person declined {name}. Do not repeat the call; ask the person what they want instead."
-)
-
-
-def can_elicit(ctx: Context | None) -> bool:
-    """Whether the client of this request declared elicitation and can be sent a request mid-call."""
-    if ctx is None:
-        return False
-    try:
-        session = ctx.request_context.session
-    except (AttributeError, LookupError, ValueError):  # outside a request
-        return False
-    if not session.check_client_capability(ClientCapabilities(elicitation=ElicitationCapability())):
-        return False
-    # protocol 2026-07-28 and later carry no server-to-client request in the middle of a call
-    return bool(getattr(session, "can_send_request", False))
-
-
-async def _preview(spec: ToolSpec, source: ToolsSource, arguments: dict[str, Any], ctx: Context) -> str:
+async def dry_run_preview(spec: ToolSpec, arguments: dict[str, Any], ctx: Context) -> str:
     """The tool's own ``dry_run`` report of the call, when it has that parameter (else empty)."""
     if "dry_run" not in {p.name for p in spec.parameters}:
         return ""
+    source = ctx.request_context.lifespan_context
     headers = ctx.headers
 
     def work() -> str:
@@ -282,36 +263,21 @@ async def _preview(spec: ToolSpec, source: ToolsSource, arguments: dict[str, Any
     return await anyio.to_thread.run_sync(work)
 
 
-async def confirmed(spec: ToolSpec, source: ToolsSource, arguments: dict[str, Any], ctx: Context | None) -> bool:
-    """Ask the person to confirm a destructive call, where the client can ask; ``True`` where it cannot."""
-    if ctx is None or not spec.hints.destructive or not can_elicit(ctx):
-        return True
-    shown = {k: v for k, v in arguments.items() if k not in {p.name for p in spec.options}}
-    message = f"Allow {spec.title.lower()}: {spec.name}({one_line(shown)[:500]})?"
-    preview = await _preview(spec, source, arguments, ctx)
-    if preview:
-        message += "\n" + "\n".join(one_line(line) for line in preview.splitlines()[:12])
-    try:
-        answer = await ctx.elicit(message, Confirmation)
-    except Exception as exc:  # noqa: BLE001 - a confirmation that cannot be had is a refusal
-        logger.warning("Asking the client to confirm %s failed (%s); not running it", spec.name, exc)
-        return False
-    return answer.action == "accept" and answer.data.confirm
-
-
 def _adapter(spec: ToolSpec) -> Callable[..., Any]:
     """An async function with the tool's MCP signature, for ``add_tool`` to derive the schemas from."""
 
     async def adapter(ctx: Context, **arguments: Any) -> CallToolResult:
-        source = ctx.request_context.lifespan_context
-        if not await confirmed(spec, source, arguments, ctx):
+        answer: Answer | None = arguments.pop(CONFIRMATION_PARAMETER, None)
+        if answer is not None and not confirmed(answer):
             return error_result(DECLINED_MESSAGE.format(name=spec.name))
-        return await run_tool(spec, source, arguments, ctx)
+        return await run_tool(spec, ctx.request_context.lifespan_context, arguments, ctx)
 
     parameters = [
         *spec.accepted,
         inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context),
     ]
+    if spec.hints.destructive:  # the SDK asks the person first (see mcp_confirm) and passes the answer
+        parameters.append(confirmation_parameter(spec, dry_run_preview))
     returns = Annotated[CallToolResult, spec.result_type]
     adapter.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
     adapter.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": returns}

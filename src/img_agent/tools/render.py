@@ -106,7 +106,11 @@ def render_add(report: AddReport) -> str:
 
 
 def render_remove(report: RemoveReport) -> str:
-    lines = [f"Removed {len(report.removed)} image(s) from the index (files untouched): {_ids(report.removed)}"]
+    if report.dry_run:
+        lines = [f"Dry run: would remove {len(report.removed)} image(s) from the index (nothing removed): "
+                 f"{_ids(report.removed)}"]
+    else:
+        lines = [f"Removed {len(report.removed)} image(s) from the index (files untouched): {_ids(report.removed)}"]
     if report.not_found:
         lines.append("Not found: " + ", ".join(one_line(item) for item in report.not_found[:50]))
     return "\n".join(lines)
