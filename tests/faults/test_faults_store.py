@@ -7,7 +7,6 @@ whose message says what to do.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sqlite3
@@ -29,6 +28,7 @@ from img_agent.errors import (
     StoreWriteError,
 )
 from img_agent.index.engine import Engine
+from img_agent.testing.mounts import remount_read_only, tmpfs
 
 DIM = 32
 
@@ -253,23 +253,8 @@ def test_backup_holds_every_acknowledged_image_even_during_adds(tmp_path, harnes
 
 
 # -- 4: disk full ---------------------------------------------------------------------------------
-@contextlib.contextmanager
-def tmpfs(path, size: str = "2m"):
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root to mount a tmpfs (no other way to fill a disk for real here)")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {proc.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def test_disk_full_is_a_clear_error_and_keeps_what_was_committed(tmp_path, harness):
-    with harness.trial("store", faults=1), tmpfs(tmp_path / "small") as mnt:
+    with harness.trial("store", faults=1), tmpfs(tmp_path / "small", "2m") as mnt:
         data = mnt / "data"
         acked: list[int] = []
         eng = open_eng(data)
@@ -287,7 +272,7 @@ def test_read_only_store_searches_and_refuses_changes(tmp_path, harness):
     with harness.trial("store", faults=1), tmpfs(tmp_path / "ro", "16m") as mnt:
         data = mnt / "data"
         acked = build(data)
-        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        remount_read_only(mnt)
         before = sizes(data)
         with open_eng(data) as eng:
             st = eng.status()
@@ -312,7 +297,7 @@ def test_read_only_store_with_wal_opens(tmp_path, harness):
                              capture_output=True, text=True, check=True)
         acked = list(range(int(out.stdout.split()[-1]) + 1))
         assert (data / "catalog.sqlite-wal").exists()  # the process died: its -wal stays behind
-        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        remount_read_only(mnt)
         with open_eng(data) as ro:
             assert ro.read_only
             assert ro.live_count in (0, len(acked))  # immutable reading may not see the -wal, and says so

@@ -13,6 +13,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
 from test_cli import run
 
+from img_agent.testing.mounts import remount_read_only, tmpfs
+
 
 def cli(*args: str, data: Path, check: bool = False) -> subprocess.CompletedProcess:
     return run("--model", "tiny-test", *args, data_dir=data, check=check)
@@ -71,18 +73,12 @@ def test_remove_an_id_beyond_int64(store, harness):
 
 
 def test_read_only_store_searches(store, harness, tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a read-only file system")
-    with harness.trial("store", faults=1):
+    with harness.trial("store", faults=1), tmpfs(tmp_path / "ro", "32m") as mnt:
         run("service", "stop", data_dir=store, check=True)
-        mnt = tmp_path / "ro"
-        mnt.mkdir()
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m,mode=0755", "tmpfs", str(mnt)], check=False).returncode:
-            pytest.skip("cannot mount a tmpfs")
+        data = mnt / "store"
         try:
-            data = mnt / "store"
             subprocess.run(["cp", "-a", str(store), str(data)], check=True)
-            subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+            remount_read_only(mnt)
             st = json.loads(run("status", "--json", "--no-service", data_dir=data, check=True).stdout)
             assert st["read_only"] and st["live"] == 12
             hits = json.loads(run("search", "a red square", "--json", "--no-service", data_dir=data, check=True).stdout)
@@ -95,23 +91,16 @@ def test_read_only_store_searches(store, harness, tmp_path):
             assert json.loads(run("search", "a red square", "--json", data_dir=data, check=True).stdout) == hits
             assert_clear(run("remove", "1", data_dir=data, check=False), "read-only")
         finally:
-            run("service", "stop", data_dir=mnt / "store", check=False)
-            subprocess.run(["umount", "-l", str(mnt)], check=False)
+            run("service", "stop", data_dir=data, check=False)
 
 
 def test_disk_full_during_index_is_clear_and_keeps_the_store(tmp_path, image_dir, harness):
     """`index` on a full disk: one clear error (no traceback), and what was indexed before stays searchable."""
     from img_agent.testing import make_images
 
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", str(mnt)], check=False).returncode:
-        pytest.skip("cannot mount a tmpfs")
-    data = mnt / "store"
-    try:
-        with harness.trial("store", faults=1):
+    with harness.trial("store", faults=1), tmpfs(tmp_path / "small", "8m") as mnt:
+        data = mnt / "store"
+        try:
             cli("index", str(image_dir), data=data, check=True)
             more = make_images(tmp_path / "more", 60, seed=9)
             stat = os.statvfs(mnt)
@@ -126,6 +115,5 @@ def test_disk_full_during_index_is_clear_and_keeps_the_store(tmp_path, image_dir
             assert status["live"] >= 12
             hits = json.loads(run("search", "--similar", "0", "-k", "50", "--json", data_dir=data, check=True).stdout)
             assert len(hits) == status["live"] - 1
-    finally:
-        run("service", "stop", data_dir=data, check=False)
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        finally:
+            run("service", "stop", data_dir=data, check=False)

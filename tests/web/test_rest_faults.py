@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from web_support import free_port, service_env, start_web_server
 
 from img_agent.testing.fake_llm import FakeLLMServer
+from img_agent.testing.mounts import remount_read_only, tmpfs
 
 pytestmark = pytest.mark.slow
 
@@ -56,16 +56,10 @@ def test_changes_to_a_read_only_store_are_409(tmp_path: Path, monkeypatch: pytes
     """A store on a read-only mount is served: searches answer, every change is a 409 saying what to do."""
     from img_agent.service.client import ServiceClient
 
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a read-only file system")
-    mnt = tmp_path / "ro"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", str(mnt)], check=False).returncode:
-        pytest.skip("cannot mount a tmpfs")
-    try:
+    with tmpfs(tmp_path / "ro", "64m") as mnt:
         with start_web_server(mnt / "web", images=3):
             pass  # the store is built and its service stopped
-        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        remount_read_only(mnt)
         run_dir = tmp_path / "service-run"
         run_dir.mkdir(mode=0o700)
         for key in list(os.environ):
@@ -91,5 +85,3 @@ def test_changes_to_a_read_only_store_are_409(tmp_path: Path, monkeypatch: pytes
             assert api.get("/api/images/0/thumbnail?size=64").status_code == 200  # cached beside the socket
         finally:
             client.stop()
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
