@@ -132,7 +132,12 @@ class AddReport(BaseModel):
 
 class RemoveReport(BaseModel):
     removed: list[int] = Field(default_factory=list, description="Ids now removed (invisible to search).")
-    not_found: list[str] = Field(default_factory=list, description="Ids or paths that matched no live image.")
+    already_removed: list[int] = Field(
+        default_factory=list, description="Ids that were removed before this call (removing again changes nothing)."
+    )
+    not_found: list[str] = Field(
+        default_factory=list, description="Ids that never named an image, or paths that match no live image."
+    )
     dry_run: bool = Field(False, description="True: nothing was removed; 'removed' lists what would be.")
 
 

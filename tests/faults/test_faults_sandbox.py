@@ -377,7 +377,7 @@ def test_cli_remove_refuses_ambiguous_and_non_ascii_ids(tmp_path: Path, image_di
         assert "image id 5" in proc.stderr and str(tmp_path / "5") in proc.stderr
         assert "--id" in proc.stderr and "--path" in proc.stderr
         preview = _cli("remove", "--id", "5", "--dry-run", "--json", data_dir=data, cwd=tmp_path)
-        assert json.loads(preview.stdout) | {} == {"removed": [5], "not_found": [], "dry_run": True}
+        assert json.loads(preview.stdout) == {"removed": [5], "already_removed": [], "not_found": [], "dry_run": True}
         status = json.loads(_cli("status", "--json", data_dir=data, cwd=tmp_path).stdout)
         assert status["live"] == 12
         removed = _cli("remove", "--id", "5", "--json", data_dir=data, cwd=tmp_path)

@@ -187,8 +187,10 @@ def test_remove_by_path_and_folder_and_unknown(tmp_path):
         assert rep.not_found == ["999", "/nope.jpg"]
         rep = eng.remove(paths=["/other"])
         assert sorted(rep.removed) == [8, 9]
+        again = eng.remove(ids=[0])  # idempotent: an id removed before is reported, not an error
+        assert again.removed == [] and again.already_removed == [0]
         with pytest.raises(NotFoundError, match="No live image matched"):
-            eng.remove(ids=[0])
+            eng.remove(ids=[12345])
         with pytest.raises(InvalidInputError):
             eng.remove(ids=["x"])
         assert eng.status().live == 6

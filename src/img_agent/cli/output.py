@@ -153,6 +153,12 @@ def print_add_report(report: Json, maintenance: Sequence[Json], *, pruned: bool)
               f"in {m['seconds']:.1f} s")
 
 
+def print_missing_inputs(paths: Sequence[str]) -> None:
+    """The ``index`` inputs that do not exist, as a warning on stderr (the rest is indexed)."""
+    print(f"warning: no such file or folder, nothing indexed from: {', '.join(one_line(p) for p in paths)}. "
+          "Check the path (relative paths start from the current folder).", file=sys.stderr)
+
+
 def print_remove_report(report: Json) -> None:
     removed = report["removed"]
     if report.get("dry_run"):
@@ -160,6 +166,10 @@ def print_remove_report(report: Json) -> None:
         print(f"Dry run: would remove {len(removed):,} image(s) (nothing removed): {shown}")
     else:
         print(f"Removed {len(removed):,} image(s): invisible to search now, dropped from disk at the next rebuild.")
+    already = report.get("already_removed", [])
+    if already:
+        shown = ", ".join(str(i) for i in already[:50]) + (" ..." if len(already) > 50 else "")
+        print(f"  already removed: {shown}")
     for item in report["not_found"]:
         print(f"  not found: {one_line(item)}")
 

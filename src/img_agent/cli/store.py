@@ -9,7 +9,8 @@ from typing import Any
 
 from img_agent.cli import agent, output
 from img_agent.cli.context import CLIContext
-from img_agent.errors import ImgAgentError, InvalidInputError
+from img_agent.errors import ImgAgentError, InvalidInputError, NotFoundError
+from img_agent.textsafe import one_line
 
 
 COMMANDS = ('index', 'search', 'remove', 'merge', 'rebuild', 'status')
@@ -101,7 +102,16 @@ def _add(ctx: CLIContext, paths: list[str], *, recursive: bool, prune: bool) -> 
 def cmd_index(ctx: CLIContext) -> int:
     """Add the files and folders, then run the merge or rebuild the store advises (unless --no-maintain)."""
     args = ctx.args
-    report = _add(ctx, [_absolute(p) for p in args.paths], recursive=not args.no_recursive, prune=args.prune)
+    paths = [_absolute(p) for p in args.paths]
+    missing = [p for p in paths if not Path(p).exists()]
+    if len(missing) == len(paths):
+        raise NotFoundError(
+            f"Nothing to index: no such file or folder: {', '.join(one_line(p) for p in missing)}. "
+            "Check the path (relative paths start from the current folder)."
+        )
+    if missing:  # the inputs that exist are indexed; the missing ones are named on stderr and listed as skipped
+        output.print_missing_inputs(missing)
+    report = _add(ctx, paths, recursive=not args.no_recursive, prune=args.prune)
     maintenance = []
     if ctx.settings().auto_rebuild and not args.no_maintain:
         status = ctx.call("index_status")

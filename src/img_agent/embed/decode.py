@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import struct
+import threading
 import warnings
 
 import numpy as np
@@ -68,17 +70,57 @@ def _silence_pil_bomb_warning() -> None:
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def _open(data: bytes) -> Image.Image:
+PIXEL_LIMIT_VARIABLE = "IMG_AGENT_MAX_IMAGE_PIXELS"
+"""The environment variable that sets ``max_image_pixels``; named in every too-large reason."""
+
+_PIL_LIMIT_LOCK = threading.Lock()
+_PIL_BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+def too_large(pixels: int, max_pixels: int, size: tuple[int, int] | None = None) -> ImageDecodeError:
+    """The too-large reason: the image's pixel count, the configured limit, and how to raise it."""
+    shown = f"{size[0]}x{size[1]} ({pixels:,}) pixels" if size else f"{pixels:,} pixels"
+    return ImageDecodeError(
+        f"image too large: {shown} exceeds the configured limit of {max_pixels:,} pixels; to index it, raise "
+        f"{PIXEL_LIMIT_VARIABLE} (max_image_pixels) above {pixels - 1:,}"
+    )
+
+
+def _pillow_no_stricter_than(max_pixels: int) -> None:
+    """Pillow refuses images above ``2 * Image.MAX_IMAGE_PIXELS`` itself; keep that at or above ``max_pixels``.
+
+    Our ``max_pixels`` guard decides; Pillow's own check stays as the backstop for frames whose
+    size the header does not declare. The limit is only ever raised, under a lock.
+    """
+    with _PIL_LIMIT_LOCK:
+        current = Image.MAX_IMAGE_PIXELS
+        if current is not None and 2 * current < max_pixels:
+            Image.MAX_IMAGE_PIXELS = (max_pixels + 1) // 2
+
+
+def _pillow_bomb(exc: Image.DecompressionBombError, max_pixels: int) -> ImageDecodeError:
+    """Pillow's bomb error restated against the configured limit."""
+    found = _PIL_BOMB_PIXELS.search(str(exc))
+    if found:
+        return too_large(int(found.group(1)), max_pixels)
+    return ImageDecodeError(
+        f"image too large: more than the configured limit of {max_pixels:,} pixels; to index it, raise "
+        f"{PIXEL_LIMIT_VARIABLE} (max_image_pixels)"
+    )
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
     """``data`` opened lazily (the header only), every failure as an :class:`ImageDecodeError`."""
     if not data:
         raise ImageDecodeError("zero-byte file")
     _silence_pil_bomb_warning()
+    _pillow_no_stricter_than(max_pixels)
     try:
         return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageDecodeError("not an image (unrecognised format)") from None
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"image too large: {exc}") from None
+        raise _pillow_bomb(exc, max_pixels) from None
     except _PIL_DECODE_ERRORS as exc:
         raise ImageDecodeError(f"truncated or corrupt image: {_describe(exc)}") from None
 
@@ -102,14 +144,14 @@ def decode_image_bytes(
     ``width`` and ``height`` are the full-resolution size after EXIF orientation, whatever
     draft reduction was used.
     """
-    img = _open(data)
+    img = _open(data, max_pixels)
     try:
         fmt = img.format or "unknown"
         full_w, full_h = img.size
         if full_w <= 0 or full_h <= 0:
             raise ImageDecodeError(f"truncated or corrupt image: invalid size {full_w}x{full_h}")
         if full_w * full_h > max_pixels:
-            raise ImageDecodeError(f"image too large: {full_w}x{full_h} pixels exceeds max_image_pixels={max_pixels}")
+            raise too_large(full_w * full_h, max_pixels, (full_w, full_h))
         orientation = _exif_orientation(img)
         if orientation in _SWAPPING_ORIENTATIONS:
             full_w, full_h = full_h, full_w
@@ -121,7 +163,7 @@ def decode_image_bytes(
                 img.draft("RGB", (draft_size, draft_size))
             img.load()
         except Image.DecompressionBombError as exc:
-            raise ImageDecodeError(f"image too large: {exc}") from None
+            raise _pillow_bomb(exc, max_pixels) from None
         except MemoryError:
             raise ImageDecodeError(f"image too large: out of memory decoding {full_w}x{full_h} pixels") from None
         except _PIL_DECODE_ERRORS as exc:
@@ -159,7 +201,7 @@ def check_declared_size(data: bytes, *, max_pixels: int) -> tuple[str, int, int]
         ImageDecodeError: not an image, a corrupt header, or more than ``max_pixels`` pixels declared
             ("image too large: WxH pixels exceeds N").
     """
-    with _open(data) as img:
+    with _open(data, max_pixels) as img:
         fmt, (width, height) = img.format or "unknown", img.size
     if width <= 0 or height <= 0:
         raise ImageDecodeError(f"truncated or corrupt image: invalid size {width}x{height}")

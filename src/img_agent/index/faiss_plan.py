@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from img_agent.errors import ConfigError
+from img_agent.errors import InvalidInputError
 from img_agent.index.durable import write_atomic_with
 from img_agent.results import ProgressCallback
 
@@ -79,13 +79,20 @@ class IndexPlan:
 
     @property
     def exact_scores(self) -> bool:
-        """Whether the index stores full vectors (distances are exact inner products)."""
-        codes = self.factory.split(",")[-1]
-        return codes == "Flat" or (codes.startswith("HNSW") and "," not in self.factory)
+        """Whether distances are exact inner products: full vectors, untransformed.
+
+        Only Flat codes (or HNSW's own full vectors) with no PCA/OPQ/other transform in front qualify;
+        every other index gives candidates that are re-ranked exactly from the vector store.
+        """
+        return _EXACT.match(self.factory) is not None
 
     @property
     def is_hnsw(self) -> bool:
-        return self.factory.startswith("HNSW")
+        """Whether the search structure is an HNSW graph (possibly behind a transform)."""
+        parts = self.factory.split(",")
+        if len(parts) > 1 and _PREFIX.match(parts[0]):
+            parts = parts[1:]
+        return _HNSW.match(parts[0]) is not None
 
 
 NLIST_FLOOR = 65_536
@@ -99,6 +106,7 @@ _PREFIX = re.compile(r"^(?:OPQ(?P<opq_m>\d+)(?:_(?P<opq_d>\d+))?|(?P<pca>PCAR?)(
 _PQ = re.compile(r"^PQ(?P<m>\d+)(?:x(?P<bits>\d+))?(?:np)?$")
 _HNSW = re.compile(r"^HNSW(?P<m>\d+)$")
 _IVF = re.compile(r"^IVF(?P<nlist>\d+)(?:_HNSW(?P<m>\d+))?$")
+_EXACT = re.compile(r"^(?:Flat|HNSW\d+(?:,Flat)?|IVF\d+(?:_HNSW\d+)?,Flat)$")
 
 
 def max_nlist(n: int) -> int:
@@ -111,7 +119,7 @@ def accepted_factories(dim: int, n: int) -> str:
     lo, hi = HNSW_M_RANGE
     blo, bhi = PQ_BITS_RANGE
     return (
-        f"'auto'; 'Flat'; 'HNSW<M>' (M {lo}-{hi}, optionally ',Flat' or ',SQ8'); 'IVF<nlist>,<codes>' or "
+        f"'auto'; 'Flat'; an SQ code alone ('SQ8'); 'HNSW<M>' (M {lo}-{hi}, optionally ',Flat' or ',SQ8'); 'IVF<nlist>,<codes>' or "
         f"'IVF<nlist>_HNSW<M>,<codes>' with nlist 1-{max_nlist(n):,} for {n:,} images and codes Flat, "
         f"{', '.join(_SQ_CODES)} or PQ<m>[x<bits>] (m dividing the dimension {dim}, bits {blo}-{bhi}); "
         "optionally 'OPQ<m>,' or 'PCA<d>,' first. Examples: 'IVF1024,Flat', 'IVF4096,SQ8', 'IVF4096,PQ32x8', 'HNSW32'"
@@ -121,15 +129,18 @@ def accepted_factories(dim: int, n: int) -> str:
 def check_factory(factory: str, dim: int, n: int) -> None:
     """Validate a user's index string by reading it, before faiss allocates anything.
 
-    Only known components are accepted, with bounds: nlist at most :func:`max_nlist` (n), HNSW M and
-    PQ bits in their ranges, PQ m dividing the (possibly reduced) dimension.
+    Only index families the engine can build, fill with its ids and search with a selector are
+    accepted: Flat, SQ codes, HNSW and IVF, optionally behind one PCA/OPQ transform. PQ codes need an
+    IVF in front (a bare PQ index cannot search with a selector); id wrappers (IDMap, IDMap2) are the
+    engine's own business. Bounds: nlist at most :func:`max_nlist` (n), HNSW M and PQ bits in their
+    ranges, PQ m dividing the (possibly reduced) dimension.
 
     Raises:
-        ConfigError: naming what is wrong and listing what is accepted.
+        InvalidInputError: naming what is wrong and listing what is accepted.
     """
 
-    def refuse(reason: str) -> ConfigError:
-        return ConfigError(f"Index string {factory!r} is not accepted: {reason}. Accepted: {accepted_factories(dim, n)}.")
+    def refuse(reason: str) -> InvalidInputError:
+        return InvalidInputError(f"Index string {factory!r} is not accepted: {reason}. Accepted: {accepted_factories(dim, n)}.")
 
     parts = factory.split(",")
     if any(not part for part in parts) or len(parts) > 3:
@@ -186,18 +197,20 @@ def check_factory(factory: str, dim: int, n: int) -> None:
         return
     if codes is not None:
         raise refuse(f"unknown component {head!r}")
+    if _PQ.match(head):
+        raise refuse(f"PQ codes need an IVF in front, e.g. 'IVF1024,{head}'")
     check_codes(head)
 
 
 def _check(factory: str, dim: int) -> None:
-    """Raise ConfigError if faiss rejects ``factory`` for ``dim``-d vectors (builds an empty index)."""
+    """Raise InvalidInputError if faiss rejects ``factory`` for ``dim``-d vectors (builds an empty index)."""
     import faiss
 
     try:
         faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "rejected"
-        raise ConfigError(
+        raise InvalidInputError(
             f"Index string {factory!r} is not a valid faiss factory string for {dim}-d vectors ({first}). "
             "Use 'auto' or a string such as 'Flat', 'IVF1024,Flat', 'IVF4096,SQ8', 'IVF4096,PQ32x8', 'HNSW32'."
         ) from exc
@@ -208,7 +221,7 @@ def _requirements(factory: str) -> tuple[int | None, int]:
     m = re.search(r"IVF(\d+)", factory)
     nlist = int(m.group(1)) if m else None
     if nlist is not None and nlist < 1:
-        raise ConfigError(f"Index string {factory!r} asks for {nlist} IVF lists; use at least 1 (e.g. 'IVF1024,SQ8').")
+        raise InvalidInputError(f"Index string {factory!r} asks for {nlist} IVF lists; use at least 1 (e.g. 'IVF1024,SQ8').")
     need = MIN_POINTS_PER_CENTROID * nlist if nlist else 0
     pq = re.search(r"PQ(\d+)(?:x(\d+))?", factory)
     if pq:
@@ -226,19 +239,20 @@ def plan_for(n: int, dim: int, index_string: str = "auto", nprobe: int | None = 
     :func:`check_factory` first, then checked by faiss.
 
     Raises:
-        ConfigError: the index string is not accepted.
+        InvalidInputError: the index string is not accepted.
     """
+    index_string = index_string.strip()
     if index_string == "auto":
         plan = _plan(auto_factory(n, dim), nprobe)
     else:
-        check_factory(index_string.strip(), dim, n)
-        plan = plan_of(index_string.strip(), dim, nprobe)
+        check_factory(index_string, dim, n)
+        plan = plan_of(index_string, dim, nprobe)
     factory = plan.factory
     if n < plan.min_train:
         return IndexPlan(
             "Flat",
-            note=f"{factory!r} needs at least {plan.min_train:,} vectors to train; exact search is used until the "
-            f"collection has that many, then a rebuild trains it.",
+            note=f"{factory!r} needs at least {plan.min_train:,} vectors to train and stays the chosen index; "
+            f"exact search is used until the collection has {plan.min_train:,} images, then a rebuild trains it.",
         )
     return plan
 
@@ -247,7 +261,7 @@ def plan_of(factory: str, dim: int, nprobe: int | None = None) -> IndexPlan:
     """The plan describing an index built from ``factory`` (also for one loaded from disk).
 
     Raises:
-        ConfigError: faiss rejects the factory string.
+        InvalidInputError: faiss rejects the factory string.
     """
     _check(factory, dim)
     return _plan(factory, nprobe)

@@ -300,8 +300,11 @@ class Ingest:
         else:
             removed = self._mark_removed(sorted(wanted))
         report.removed = removed
-        report.not_found = [str(i) for i in sorted(by_id - set(removed))] + no_id + report.not_found
-        if not removed and (ids or paths):
+        unmatched = sorted(by_id - set(removed))
+        known = catalog.records(unmatched, include_deleted=True)  # any id left here that has a row was removed before
+        report.already_removed = [i for i in unmatched if i in known]
+        report.not_found = [str(i) for i in unmatched if i not in known] + no_id + report.not_found
+        if not removed and not report.already_removed and (ids or paths):
             raise NotFoundError(
                 f"No live image matched {', '.join(report.not_found)}. Use ids from search results or "
                 "'img-agent status', or indexed file paths."

@@ -6,6 +6,11 @@ only (the one physical delete). Both build off to the side and publish the new i
 write lock, so searches and adds go on meanwhile. A merge writes a new generation file only
 every so often (a checkpoint); the catalog records the merged rows at once, and opening re-adds
 the ones the file does not hold from the vector store.
+
+The index string a rebuild is given is the store's chosen one (catalog meta ``index_string``,
+recorded with the rebuilt generation): status reports it, later merges and automatic rebuilds
+keep it, and only another explicit rebuild replaces it (``"auto"`` chooses by size again). A store
+without a choice follows the configured ``index_string`` setting.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from img_agent.errors import BusyError
+from img_agent.errors import BusyError, InvalidInputError
 from img_agent.index import faiss_plan
 from img_agent.index.failures import os_error
 from img_agent.index.integrity import file_crc
@@ -34,6 +39,13 @@ REBUILD_DELETED_FRACTION = 0.2
 # catalog and vector store already hold them durably; opening re-adds them): merges stay cheap.
 CHECKPOINT_MIN_ROWS = 20_000
 CHECKPOINT_FRACTION = 0.05
+CHOSEN_INDEX_KEY = "index_string"
+"""Catalog meta key of the index string chosen by an explicit rebuild."""
+
+
+def chosen_index_string(state: State) -> str:
+    """The index string the store keeps: the one an explicit rebuild chose, else the configured one."""
+    return state.catalog.meta().get(CHOSEN_INDEX_KEY) or state.settings.index_string
 
 
 def load_view(state: State) -> View:
@@ -141,7 +153,7 @@ class Maintenance:
             return _report("merge", 0, 0, view, t0, retrained=False)
         dim = state.vectors.dim
         if view.main is None:
-            plan = faiss_plan.plan_for(len(ids), dim, state.settings.index_string, state.settings.nprobe)
+            plan = faiss_plan.plan_for(len(ids), dim, chosen_index_string(state), state.settings.nprobe)
             index = faiss_plan.build(plan, dim, ids, state.vectors.get, progress)
             retrained = plan.trained
         else:
@@ -162,7 +174,11 @@ class Maintenance:
         """Retrain a new main index on the live vectors only; the one physical delete.
 
         Ids stay the same. Searches, adds and removes go on meanwhile: adds stay in the buffer,
-        removals made during the rebuild are filtered out as usual.
+        removals made during the rebuild are filtered out as usual. A given ``index_string`` becomes
+        the store's chosen one (see the module docstring); without one the chosen string is kept.
+
+        Raises:
+            InvalidInputError: ``index_string`` is not one the engine can use.
         """
         state = self._state
         if not state.maint_lock.acquire(timeout=0.1):
@@ -172,15 +188,23 @@ class Maintenance:
             view = state.view
             live_ids = np.flatnonzero(view.live).astype(np.int64)
             dropped = view.main_total + len(view.buffer_ids) - len(live_ids)
+            dim = state.vectors.dim
+            chosen = index_string.strip() if index_string else None
+            meta: dict[str, object] = {"last_rebuild": time.time()}
+            if chosen is not None:
+                if chosen != "auto":
+                    if dim is None:
+                        raise InvalidInputError(f"The store holds no vectors yet, so index string {chosen!r} cannot be "
+                                                "checked against their dimension; add images first, then rebuild.")
+                    faiss_plan.check_factory(chosen, dim, len(live_ids))
+                meta[CHOSEN_INDEX_KEY] = chosen
             if not len(live_ids):
                 # nothing left: no main index at all (generation 0), every stale file removed
-                self._publish(None, None, 0, live_ids, rebuild=True, save=True, last_rebuild=time.time())
+                self._publish(None, None, 0, live_ids, rebuild=True, save=True, **meta)
                 return _report("rebuild", 0, dropped, state.view, t0, retrained=False, saved=True)
-            dim = state.vectors.dim
-            plan = faiss_plan.plan_for(len(live_ids), dim, index_string or state.settings.index_string,
-                                       state.settings.nprobe)
+            plan = faiss_plan.plan_for(len(live_ids), dim, chosen or chosen_index_string(state), state.settings.nprobe)
             index = faiss_plan.build(plan, dim, live_ids, state.vectors.get, progress)
-            self._publish(index, plan, view.generation + 1, live_ids, rebuild=True, save=True, last_rebuild=time.time())
+            self._publish(index, plan, view.generation + 1, live_ids, rebuild=True, save=True, **meta)
             return _report("rebuild", len(live_ids), dropped, state.view, t0, retrained=plan.trained, saved=True)
         finally:
             state.maint_lock.release()
@@ -252,7 +276,13 @@ class Maintenance:
                              f"({tomb / view.main.ntotal:.0%}); run 'img-agent rebuild' to drop them.")
         dim = state.vectors.dim
         if dim and n_live:
-            want = faiss_plan.plan_for(n_live, dim, settings.index_string, settings.nprobe)
+            chosen = chosen_index_string(state)
+            try:
+                want = faiss_plan.plan_for(n_live, dim, chosen, settings.nprobe)
+            except InvalidInputError as exc:
+                hints.append(f"The index string {chosen!r} does not fit this collection ({exc}) Choose another with "
+                             "'img-agent rebuild --index-string', or 'auto'.")
+                return merge, rebuild, hints
             have = view.plan.factory if view.plan else None
             if want.note:
                 hints.append(want.note)
@@ -290,7 +320,7 @@ class Maintenance:
             buffer=n_buf,
             deleted=(view.main.ntotal - (n_live - n_buf)) if view.main is not None else 0,
             index=plan.factory if plan else ("none (exact buffer only)" if n_buf else "none"),
-            index_string=settings.index_string,
+            index_string=chosen_index_string(state),
             trained=bool(plan and plan.trained),
             nlist=plan.nlist if plan else None,
             nprobe=plan.nprobe if plan else None,

@@ -244,6 +244,8 @@ class FakeEngine:
         for image_id in ids:
             if image_id in self.live:
                 report.removed.append(image_id)
+            elif image_id in self.records:
+                report.already_removed.append(image_id)
             else:
                 report.not_found.append(str(image_id))
         for path in paths:
@@ -254,7 +256,7 @@ class FakeEngine:
                 report.not_found.append(str(path))
         if not dry_run:
             self.live.difference_update(report.removed)
-        if not report.removed:
+        if not report.removed and not report.already_removed:
             raise NotFoundError(f"No live image matched {', '.join(report.not_found)}. Use ids from search results.")
         return report
 

@@ -111,6 +111,8 @@ def render_remove(report: RemoveReport) -> str:
                  f"{_ids(report.removed)}"]
     else:
         lines = [f"Removed {len(report.removed)} image(s) from the index (files untouched): {_ids(report.removed)}"]
+    if report.already_removed:
+        lines.append(f"Already removed (nothing to do): {_ids(report.already_removed)}")
     if report.not_found:
         lines.append("Not found: " + ", ".join(one_line(item) for item in report.not_found[:50]))
     return "\n".join(lines)
