@@ -48,6 +48,7 @@ import pytest
 
 from img_agent.config import Settings
 from img_agent.index.engine import Engine
+from img_agent.testing import StubEncoder
 
 
 def _fault_conftest():
@@ -201,9 +202,6 @@ _ns: dict = {}
 exec(WORKLOAD, _ns)  # noqa: S102 - the same vector generator as the child's
 batch_vectors = _ns["batch_vectors"]
 
-
-class Stub:
-    name, pretrained, dim, image_size = "stub", "none", DIM, 32
 
 
 def _settings(data: Path) -> Settings:
@@ -516,7 +514,7 @@ def run_trial(plan: Plan, folder: Path) -> None:
     if op and op[0] == "add":
         certain_live -= set(range(model.next_id, model.next_id + len(op[2])))
 
-    with Engine.open(_settings(data), encoder=Stub()) as eng:
+    with Engine.open(_settings(data), encoder=StubEncoder(DIM)) as eng:
         if VERBOSE:
             st = eng.status()
             print(f"\n{plan.describe()}: {len(model.expected)} ids acked or in flight, {len(model.dead)} dead, "
@@ -545,7 +543,7 @@ def run_trial(plan: Plan, folder: Path) -> None:
         check_files(data, eng.status().generation, "after reopen + merge + rebuild")
         check_store(eng, model, live, set(), "after merge + rebuild", sample=300)
     # the same content again after a clean close
-    with Engine.open(_settings(data), encoder=Stub()) as eng:
+    with Engine.open(_settings(data), encoder=StubEncoder(DIM)) as eng:
         check_store(eng, model, live, set(), "after a second reopen", sample=300)
         generation = eng.status().generation
     check_files(data, generation, "after a second reopen")

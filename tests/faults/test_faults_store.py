@@ -28,13 +28,11 @@ from img_agent.errors import (
     StoreWriteError,
 )
 from img_agent.index.engine import Engine
+from img_agent.testing import StubEncoder
 from img_agent.testing.mounts import remount_read_only, tmpfs
 
 DIM = 32
 
-
-class Stub:
-    name, pretrained, dim, image_size = "stub", "none", DIM, 32
 
 
 def diagnose(data):
@@ -55,7 +53,7 @@ def vectors(n: int, seed: int) -> np.ndarray:
 
 
 def open_eng(data, **kw) -> Engine:
-    return Engine.open(Settings(data_dir=data, model="stub", merge_threshold=10**9, **kw), encoder=Stub())
+    return Engine.open(Settings(data_dir=data, model="stub", merge_threshold=10**9, **kw), encoder=StubEncoder(DIM))
 
 
 def build(data, batches: int = 3, n: int = 200, merge: bool = True) -> list[int]:

@@ -17,6 +17,7 @@ import pytest
 
 from img_agent.config import Settings
 from img_agent.index.engine import Engine
+from img_agent.testing import StubEncoder
 
 DIM = 32
 BATCH = 500
@@ -56,9 +57,6 @@ def batch_vectors(b: int) -> np.ndarray:
     x = rng.standard_normal((BATCH, DIM)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
-
-class Stub:
-    name, pretrained, dim, image_size = "stub", "none", DIM, 32
 
 
 def run_and_kill(data_dir, trigger: str, occurrence: int, delay: float) -> dict[int, int]:
@@ -111,7 +109,7 @@ def test_sigkill_then_reopen_keeps_every_acknowledged_add(tmp_path, trigger, occ
     acked = run_and_kill(data, trigger, occurrence, delay)
     assert acked, "the child acknowledged nothing"
     settings = Settings(data_dir=data, model="stub", index_string="IVF64,SQ8", merge_threshold=10**9)
-    with Engine.open(settings, encoder=Stub()) as eng:
+    with Engine.open(settings, encoder=StubEncoder(DIM)) as eng:
         st = eng.status()
         assert st.live == st.main + st.buffer
         removed_per_rebuild = 50

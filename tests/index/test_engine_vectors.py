@@ -18,23 +18,15 @@ from img_agent.errors import (
 )
 from img_agent.index.engine import Engine
 from img_agent.results import SearchFilter
-from img_agent.testing import clip_like_vectors
+from img_agent.testing import StubEncoder, clip_like_vectors
 
 DIM = 32
 
 
-class StubEncoder:
-    """Stands in for CLIP where only vectors are added (never encodes)."""
-
-    name = "stub"
-    pretrained = "none"
-    dim = DIM
-    image_size = 32
-
 
 def open_engine(tmp_path, **overrides) -> Engine:
     settings = Settings(data_dir=tmp_path / "data", model="stub", **overrides)
-    return Engine.open(settings, encoder=StubEncoder())
+    return Engine.open(settings, encoder=StubEncoder(DIM))
 
 
 def oracle(vectors: np.ndarray, live: np.ndarray, q: np.ndarray, k: int):

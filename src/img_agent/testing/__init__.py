@@ -1,6 +1,6 @@
 """Test and benchmark helpers that ship with the package: generated images and vectors, and fakes.
 
-- this module: :func:`make_images`, :func:`clip_like_vectors`;
+- this module: :func:`make_images`, :func:`clip_like_vectors`, :class:`StubEncoder`;
 - :mod:`~img_agent.testing.fake_engine`: the one engine double (scripted rankings or real files);
 - :mod:`~img_agent.testing.fake_llm`: a scripted OpenAI-compatible server on 127.0.0.1;
 - :mod:`~img_agent.testing.fake_tools`: two tool schemas and a recording dispatcher for chat tests.
@@ -66,3 +66,15 @@ def clip_like_vectors(n: int, dim: int = 512, *, seed: int = 0, clusters: int | 
         block /= np.linalg.norm(block, axis=1, keepdims=True)
         out[start:stop] = block
     return out
+
+
+class StubEncoder:
+    """The encoder of a store fed only precomputed vectors (``add_vectors``): it names a model and a
+    dimension for the catalog and never encodes."""
+
+    name = "stub"
+    pretrained = "none"
+    image_size = 32
+
+    def __init__(self, dim: int = 32) -> None:
+        self.dim = dim
