@@ -93,8 +93,7 @@ def _add(ctx: CLIContext, paths: list[str], *, recursive: bool, prune: bool) -> 
         bar(job["done"], job["total"], job["message"])
         if job["state"] == "failed":
             raise ImgAgentError(job["failure"] or "indexing failed; see 'img-agent service status' and its log.")
-        report = job["result"]
-        return {**report, "skipped": started["skipped"] + report["skipped"]}
+        return job["result"]  # the job's report already lists the paths refused before it started
     finally:
         bar.close()
 
