@@ -20,6 +20,28 @@ ProgressCallback = Callable[[int, "int | None", str], None]
 
 
 @dataclass(frozen=True, slots=True)
+class PhotoMeta:
+    """What a photo's EXIF says about it; every field is None where the file does not say.
+
+    ``taken_at`` is the moment the picture was taken as Unix seconds: exact (UTC) when the camera
+    recorded its offset (``taken_offset``, e.g. ``"+02:00"``), else the camera's wall-clock time read
+    as if it were UTC (``taken_offset`` None), which is what a date filter on holiday photos means.
+    """
+
+    taken_at: float | None = None
+    taken_offset: str | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    lens: str | None = None
+    gps_lat: float | None = None
+    """Latitude in degrees, north positive."""
+    gps_lon: float | None = None
+    """Longitude in degrees, east positive."""
+    orientation: int | None = None
+    """EXIF orientation 1-8 as stored (the pixels are turned by it before encoding)."""
+
+
+@dataclass(frozen=True, slots=True)
 class FileFacts:
     """What the catalog records about one image file, found when it is read (and decoded).
 
@@ -41,6 +63,8 @@ class FileFacts:
     """Full pixel height after EXIF orientation."""
     format: str = ""
     """Pillow format name, e.g. ``"JPEG"``, ``"PNG"``."""
+    photo: PhotoMeta | None = None
+    """The file's EXIF facts; None when they were not read (vectors added without a file)."""
 
 
 class ImageRecord(BaseModel):
@@ -56,7 +80,16 @@ class ImageRecord(BaseModel):
     mtime: float = Field(description="File modification time (Unix seconds).")
     added_at: float = Field(description="When it was indexed (Unix seconds).")
     description: str | None = Field(None, description="Optional free-text description.")
-    tags: list[str] = Field(default_factory=list, description="Optional tags.")
+    tags: list[str] = Field(default_factory=list, description="Tags, sorted.")
+    taken_at: float | None = Field(None, description="When the photo was taken (Unix seconds; EXIF), if recorded.")
+    taken_offset: str | None = Field(
+        None, description="The camera's UTC offset, e.g. '+02:00'; null = unknown, taken_at is then local time read as UTC.")
+    camera_make: str | None = Field(None, description="Camera maker (EXIF), if recorded.")
+    camera_model: str | None = Field(None, description="Camera model (EXIF), if recorded.")
+    lens: str | None = Field(None, description="Lens model (EXIF), if recorded.")
+    gps_lat: float | None = Field(None, description="Latitude in degrees (north positive; EXIF GPS), if recorded.")
+    gps_lon: float | None = Field(None, description="Longitude in degrees (east positive; EXIF GPS), if recorded.")
+    orientation: int | None = Field(None, description="EXIF orientation 1-8, if recorded.")
 
 
 class SearchHit(ImageRecord):

@@ -31,10 +31,13 @@ import numpy as np
 
 from img_agent.errors import ModelMismatchError, NotFoundError
 from img_agent.index.rows import (
+    PHOTO_COLUMNS,
+    PHOTO_MARKS,
     RECORD_COLUMNS,
     LiveRow,
     NewImage,
     StateArrays,
+    photo_values,
     record_of,
 )
 from img_agent.index.sqlite_db import FORMAT_VERSION, Database
@@ -43,39 +46,75 @@ from img_agent.results import ImageRecord
 __all__ = ["FORMAT_VERSION", "Catalog", "LiveRow", "NewImage", "StateArrays"]
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-_SEGMENTS = """
+_ADDED = """
 CREATE TABLE IF NOT EXISTS vector_segments (segment INTEGER PRIMARY KEY, rows INTEGER NOT NULL, crc INTEGER NOT NULL)
+"""
+
+_V2_TABLES = """
+CREATE TABLE IF NOT EXISTS image_tags (
+    id  INTEGER NOT NULL,
+    tag TEXT    NOT NULL,
+    PRIMARY KEY (id, tag)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS image_tags_tag ON image_tags(tag);
+CREATE TABLE IF NOT EXISTS excluded_paths (path TEXT PRIMARY KEY, removed_at REAL NOT NULL)
 """
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS images (
-    id          INTEGER PRIMARY KEY,
-    path        TEXT    NOT NULL,
-    sha256      TEXT    NOT NULL,
-    size        INTEGER NOT NULL,
-    width       INTEGER NOT NULL,
-    height      INTEGER NOT NULL,
-    format      TEXT    NOT NULL,
-    mtime       REAL    NOT NULL,
-    added_at    REAL    NOT NULL,
-    description TEXT,
-    tags        TEXT    NOT NULL DEFAULT '[]',
-    state       TEXT    NOT NULL CHECK (state IN ('buffer', 'main', 'deleted')),
-    in_main     INTEGER NOT NULL DEFAULT 0,
-    in_file     INTEGER NOT NULL DEFAULT 0,
-    deleted_at  REAL
+    id           INTEGER PRIMARY KEY,
+    path         TEXT    NOT NULL,
+    sha256       TEXT    NOT NULL,
+    size         INTEGER NOT NULL,
+    width        INTEGER NOT NULL,
+    height       INTEGER NOT NULL,
+    format       TEXT    NOT NULL,
+    mtime        REAL    NOT NULL,
+    added_at     REAL    NOT NULL,
+    description  TEXT,
+    state        TEXT    NOT NULL CHECK (state IN ('buffer', 'main', 'deleted')),
+    in_main      INTEGER NOT NULL DEFAULT 0,
+    in_file      INTEGER NOT NULL DEFAULT 0,
+    deleted_at   REAL,
+    meta_read    INTEGER NOT NULL DEFAULT 0,
+    taken_at     REAL,
+    taken_offset TEXT,
+    camera_make  TEXT,
+    camera_model TEXT,
+    lens         TEXT,
+    gps_lat      REAL,
+    gps_lon      REAL,
+    orientation  INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS images_live_path ON images(path) WHERE state != 'deleted';
 CREATE INDEX IF NOT EXISTS images_live_sha ON images(sha256) WHERE state != 'deleted';
 CREATE INDEX IF NOT EXISTS images_state ON images(state, in_main);
-""" + _SEGMENTS
+""" + _ADDED + ";" + _V2_TABLES
+
+_V1_TO_V2 = """
+ALTER TABLE images ADD COLUMN meta_read INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE images ADD COLUMN taken_at REAL;
+ALTER TABLE images ADD COLUMN taken_offset TEXT;
+ALTER TABLE images ADD COLUMN camera_make TEXT;
+ALTER TABLE images ADD COLUMN camera_model TEXT;
+ALTER TABLE images ADD COLUMN lens TEXT;
+ALTER TABLE images ADD COLUMN gps_lat REAL;
+ALTER TABLE images ADD COLUMN gps_lon REAL;
+ALTER TABLE images ADD COLUMN orientation INTEGER;
+""" + _V2_TABLES + """;
+INSERT OR IGNORE INTO image_tags(id, tag) SELECT images.id, j.value FROM images, json_each(images.tags) AS j
+    WHERE json_valid(images.tags) AND j.type = 'text';
+ALTER TABLE images DROP COLUMN tags
+"""
+
 
 class Catalog(Database):
     """Thread-safe access to ``catalog.sqlite``: images, their states, meta and vector checksums."""
 
     SCHEMA = _SCHEMA
-    ADDED_TABLES = _SEGMENTS
+    ADDED_TABLES = _ADDED
+    MIGRATIONS = {1: _V1_TO_V2}
     TABLES = frozenset({"meta", "images"})
 
     def bind_model(self, model: str, pretrained: str, dim: int | None) -> None:
@@ -196,15 +235,17 @@ class Catalog(Database):
                     [(now, int(i)) for i in replaced],
                 )
             db.executemany(
-                "INSERT INTO images(id, path, sha256, size, width, height, format, mtime, added_at, description, tags,"
-                " state, in_main) VALUES (?,?,?,?,?,?,?,?,?,?,?, 'buffer', 0)",
+                f"INSERT INTO images(id, path, sha256, size, width, height, format, mtime, added_at, description, "
+                f"{PHOTO_COLUMNS}, meta_read, state, in_main) VALUES (?,?,?,?,?,?,?,?,?,?,{PHOTO_MARKS},?, 'buffer', 0)",
                 [
                     (int(i), f.path, f.sha256, f.size, f.width, f.height, f.format, f.mtime, now, r.description,
-                     json.dumps(list(r.tags)))
+                     *photo_values(f.photo), int(f.photo is not None))
                     for i, r in zip(ids, rows, strict=True)
                     for f in (r.file,)
                 ],
             )
+            db.executemany("INSERT OR IGNORE INTO image_tags(id, tag) VALUES (?, ?)",
+                           [(int(i), tag) for i, r in zip(ids, rows, strict=True) for tag in r.tags])
 
     # -- vector-file checksums ----------------------------------------------------------------
     def segments(self) -> list[tuple[int, int, int]]:

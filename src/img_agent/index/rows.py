@@ -7,9 +7,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from img_agent.results import FileFacts, ImageRecord
+from img_agent.results import FileFacts, ImageRecord, PhotoMeta
 
-RECORD_COLUMNS = "id, path, sha256, size, width, height, format, mtime, added_at, description, tags"
+PHOTO_FIELDS = ("taken_at", "taken_offset", "camera_make", "camera_model", "lens", "gps_lat", "gps_lon", "orientation")
+"""The :class:`~img_agent.results.PhotoMeta` fields, each a column of the same name."""
+PHOTO_COLUMNS = ", ".join(PHOTO_FIELDS)
+PHOTO_MARKS = ",".join("?" * len(PHOTO_FIELDS))
+RECORD_COLUMNS = (
+    "id, path, sha256, size, width, height, format, mtime, added_at, description, "
+    "(SELECT json_group_array(tag) FROM (SELECT tag FROM image_tags t WHERE t.id = images.id ORDER BY tag)), "
+    + PHOTO_COLUMNS
+)
 
 
 @dataclass(frozen=True)
@@ -41,9 +49,15 @@ class StateArrays:
     unsaved_ids: np.ndarray  # in the main index but not in its file: re-added at open
 
 
+def photo_values(photo: PhotoMeta | None) -> tuple:
+    """The :data:`PHOTO_COLUMNS` values of ``photo`` (all NULL when its metadata was not read)."""
+    return tuple(getattr(photo, name) for name in PHOTO_FIELDS) if photo is not None else (None,) * len(PHOTO_FIELDS)
+
+
 def record_of(row: tuple) -> ImageRecord:
     """The record of a row selected as :data:`RECORD_COLUMNS`."""
     return ImageRecord(
         id=row[0], path=row[1], sha256=row[2], size=row[3], width=row[4], height=row[5], format=row[6],
         mtime=row[7], added_at=row[8], description=row[9], tags=json.loads(row[10] or "[]"),
+        **dict(zip(PHOTO_FIELDS, row[11:], strict=True)),
     )

@@ -18,7 +18,7 @@ from urllib.parse import quote
 from img_agent.errors import InvalidInputError, StoreCorruptError, StoreError, StoreVersionError
 from img_agent.index.failures import DIAGNOSE, read_only, sqlite_error
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class Database:
@@ -27,6 +27,8 @@ class Database:
     SCHEMA = ""
     ADDED_TABLES = ""  # created when missing at every writable open (tables added within a format version)
     TABLES: frozenset[str] = frozenset()
+    MIGRATIONS: dict[int, str] = {}
+    """SQL that takes the database from format version ``v`` to ``v + 1``, by ``v``."""
 
     def __init__(self, path: Path, *, read_only: bool = False):
         self.path = path
@@ -53,10 +55,26 @@ class Database:
                 f"The store at {path.parent} has format version {version}, newer than this img-agent understands "
                 f"({FORMAT_VERSION}). Upgrade img-agent (pip install -U img-agent) or use another --data-dir."
             )
+        elif version < FORMAT_VERSION and read_only:
+            raise StoreVersionError(
+                f"The store at {path.parent} has format version {version} and needs an upgrade to {FORMAT_VERSION}, "
+                "which cannot be written to a read-only folder. Open it once where it is writable (any command "
+                "upgrades it in place, keeping every vector), or use an older img-agent to read it."
+            )
         elif not read_only:
             with self._tx() as db:
                 for stmt in filter(None, (s.strip() for s in self.ADDED_TABLES.split(";"))):
                     db.execute(stmt)
+            while version < FORMAT_VERSION:
+                self._migrate(version)
+                version += 1
+
+    def _migrate(self, version: int) -> None:
+        """Upgrade from ``version`` to the next, in one transaction (a crash leaves the old version whole)."""
+        with self._tx() as db:
+            for stmt in filter(None, (s.strip() for s in self.MIGRATIONS[version].split(";"))):
+                db.execute(stmt)
+            db.execute("UPDATE meta SET value=? WHERE key='format_version'", (str(version + 1),))
 
     def _connect(self) -> sqlite3.Connection:
         if not self.read_only:

@@ -307,8 +307,15 @@ def spec_from_method(function: Callable[..., Any]) -> ToolSpec:
 
 
 def specs_of(cls: type) -> tuple[ToolSpec, ...]:
-    """The specs of every method of ``cls`` marked with :func:`tool`, in definition order."""
-    return tuple(spec_from_method(member) for member in vars(cls).values() if hasattr(member, "__tool_marks__"))
+    """The specs of every method of ``cls`` and its bases marked with :func:`tool`: bases first (in the order
+    they are listed), each in definition order."""
+    seen: dict[str, object] = {}
+    for klass in reversed(cls.__mro__):
+        for name, member in vars(klass).items():
+            if hasattr(member, "__tool_marks__"):
+                seen.pop(name, None)
+                seen[name] = member
+    return tuple(spec_from_method(member) for member in seen.values())
 
 
 def error_message(tool_name: str, exc: BaseException) -> str:
