@@ -36,6 +36,8 @@ from img_agent.results import DEFAULT_TOPK, MAX_TOPK  # noqa: F401 - re-exported
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_MERGE_THRESHOLD = 1000  # buffered vectors that trigger a merge into the main index
 DEFAULT_SERVICE_IDLE_TIMEOUT = 30 * 60.0
+DEFAULT_WATCH_DEBOUNCE_S = 2.0
+"""Seconds without a file event before watched changes are applied (``img-agent watch`` and the service)."""
 
 
 class _FromFiles(BaseSettings):
@@ -116,13 +118,22 @@ class Settings(_FromFiles):
         256, ge=0, description="Most MiB the web gallery's thumbnail cache keeps on disk; the least recently used "
         "thumbnails go first (0 = no disk cache).",
     )
+    watch_folders: list[Path] = Field(
+        default_factory=list,
+        description="Folders the store's service keeps in step with the index while it runs (JSON list, as "
+        "image_roots): caught up at start, then every settled batch of file changes is applied.",
+    )
+    watch_debounce: float = Field(
+        DEFAULT_WATCH_DEBOUNCE_S, ge=0,
+        description="Seconds without file events in the watched folders before their changes are applied.",
+    )
 
     @field_validator("data_dir", mode="after")
     @classmethod
     def _expand_data_dir(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("image_roots", mode="after")
+    @field_validator("image_roots", "watch_folders", mode="after")
     @classmethod
     def _expand_roots(cls, value: list[Path]) -> list[Path]:
         return [p.expanduser().resolve() for p in value]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from img_agent.errors import InvalidInputError
 
@@ -14,6 +14,10 @@ DEFAULT_TOPK = 20
 """Results a search returns unless told otherwise."""
 MAX_TOPK = 1000
 """Most results one search may return."""
+DEFAULT_DUPLICATE_THRESHOLD = 0.95
+"""Cosine similarity from which two images count as the same picture (see the README's measurement)."""
+MAX_TERM_WEIGHT = 100.0
+"""Largest absolute weight of one term of a combined search."""
 
 ProgressCallback = Callable[[int, "int | None", str], None]
 """``progress(done, total, message)``; total is None while unknown."""
@@ -99,20 +103,100 @@ class SearchHit(ImageRecord):
     score: float = Field(description="Cosine similarity to the query, in [-1, 1]; higher is better.")
 
 
-class SearchFilter(BaseModel):
-    """Restricts a search to some images; applied inside the index search, so k results still come back."""
+class GeoBox(BaseModel):
+    """A latitude/longitude rectangle in degrees; min_lon greater than max_lon means it crosses the antimeridian."""
 
-    path_prefix: str | None = Field(None, description="Only images whose absolute path starts with this.")
-    path_glob: str | None = Field(None, description="Only images whose absolute path matches this glob (* spans '/').")
+    model_config = ConfigDict(extra="forbid")
+
+    min_lat: float = Field(description="Southern edge: latitude in degrees, -90 to 90 (north positive).")
+    min_lon: float = Field(description="Western edge: longitude in degrees, -180 to 180 (east positive).")
+    max_lat: float = Field(description="Northern edge: latitude in degrees, -90 to 90; at least min_lat.")
+    max_lon: float = Field(
+        description="Eastern edge: longitude in degrees, -180 to 180; smaller than min_lon for a box that "
+        "crosses the antimeridian (e.g. min_lon 170, max_lon -170 spans Fiji).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_sequence(cls, value: Any) -> Any:
+        """Also accept ``[min_lat, min_lon, max_lat, max_lon]`` or the text ``"min_lat,min_lon,max_lat,max_lon"``."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if isinstance(value, (list, tuple)) and len(value) == 4:
+            return dict(zip(("min_lat", "min_lon", "max_lat", "max_lon"), value, strict=True))
+        return value
+
+
+Moment = str | float
+"""An ISO 8601 date (``"2024-06-01"``: that whole day) or date-time, or Unix seconds."""
+_MOMENT = ("An ISO 8601 date ('2024-06-01' means that whole day), a date-time ('2024-06-01T14:30', read as UTC "
+           "unless it carries an offset such as '+02:00' or 'Z') or Unix seconds.")
+
+
+class SearchFilter(BaseModel):
+    """Conditions on the images a search may return; every condition given must hold (AND). Applied inside
+    the index search, so k results still come back whenever k images match (min_score may leave fewer)."""
+
+    # Values (dates, ranges, formats) are checked by img_agent.index.filters.check, raising InvalidInputError.
+    model_config = ConfigDict(extra="forbid")
+
+    folder: str | None = Field(None, max_length=4096, description=(
+        "Only images in this folder or below it, compared by whole path components ('/photos/holiday' does not "
+        "include '/photos/holiday_2'). Absolute, or relative to an allowed folder."))
+    glob: str | None = Field(None, max_length=4096, description=(
+        "Only images whose absolute path matches this glob: '*' any characters including '/', '?' one character, "
+        "'[abc]' / '[!abc]' one of / none of, e.g. '*/2024/*.jpg' or '*.png'. Case-insensitive unless "
+        "glob_case_sensitive."))
+    glob_case_sensitive: bool = Field(False, description="Match glob with case distinguished (default: ignore case).")
+    formats: list[Annotated[str, Field(max_length=16)]] | None = Field(None, max_length=32, description=(
+        "Only images of these formats, any case, e.g. ['JPEG', 'PNG'] ('jpg' means JPEG, 'tif' TIFF)."))
+    taken_after: Moment | None = Field(None, description=f"Only photos taken at or after this moment. {_MOMENT}")
+    taken_before: Moment | None = Field(None, description=(
+        f"Only photos taken at or before this moment (a date includes that whole day). {_MOMENT} "
+        "Photos without a recorded time are left out by either bound."))
+    modified_after: Moment | None = Field(None, description=f"Only files modified at or after this moment. {_MOMENT}")
+    modified_before: Moment | None = Field(None, description=(
+        f"Only files modified at or before this moment (a date includes that whole day). {_MOMENT}"))
+    camera: str | None = Field(None, max_length=200, description=(
+        "Only photos whose camera 'make model' (EXIF) contains this text, any case, e.g. 'canon' or 'iphone 12'."))
+    has_gps: bool | None = Field(None, description="true: only photos with a GPS position; false: only those without.")
+    bbox: GeoBox | None = Field(None, description="Only photos whose GPS position lies in this box (edges included).")
+    min_width: int | None = Field(None, description="Only images at least this many pixels wide (0 or more).")
+    min_height: int | None = Field(None, description="Only images at least this many pixels high (0 or more).")
+    tags_any: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=100, description=(
+        "Only images carrying at least one of these tags (any case)."))
+    tags_all: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=100, description=(
+        "Only images carrying every one of these tags (any case)."))
+    tags_none: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=100, description=(
+        "Leave out images carrying any of these tags (any case)."))
+    description: str | None = Field(None, max_length=1000, description=(
+        "Only images whose description contains this text, any case."))
+    min_score: float | None = Field(None, description=(
+        "Drop results whose cosine score is below this (-1 to 1; CLIP text-to-image matches usually score "
+        "0.2-0.35); fewer than k results may then come back."))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_defaults(cls, value: Any) -> Any:
+        """``null`` means "not given" for every field (strict tool schemas send it), blank text and empty lists too."""
+        if isinstance(value, dict):
+            return {key: item for key, item in value.items() if item is not None and item != "" and item != []}
+        return value
+
+    @property
+    def selects(self) -> bool:
+        """Whether a condition on the catalog is set (everything but ``min_score``)."""
+        return any(getattr(self, name) is not None for name in type(self).model_fields
+                   if name not in ("glob_case_sensitive", "min_score"))
 
     @property
     def active(self) -> bool:
-        return bool(self.path_prefix or self.path_glob)
+        """Whether any condition is set."""
+        return self.selects or self.min_score is not None
 
     @classmethod
-    def of(cls, path_prefix: str | None = None, path_glob: str | None = None) -> SearchFilter | None:
-        """The filter for these options, or None when none is set (empty strings count as unset)."""
-        flt = cls(path_prefix=path_prefix or None, path_glob=path_glob or None)
+    def of(cls, **conditions: Any) -> SearchFilter | None:
+        """The filter for these conditions, or None when none is set (None, blank text and empty lists count as unset)."""
+        flt = cls(**conditions)
         return flt if flt.active else None
 
 

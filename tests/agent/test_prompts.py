@@ -17,6 +17,8 @@ from img_agent.errors import ConfigError
 
 EXPECTED = {
     "chat_system": {"tools", "max_rounds"},
+    "describe_system": set(),
+    "describe_user": {"name"},
     "expand_non_english": set(),
     "expand_system": {"n"},
     "expand_user": {"query", "n", "language_note"},

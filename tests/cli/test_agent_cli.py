@@ -71,7 +71,7 @@ def test_ask_json(fake_llm, capsys):
 
 
 def test_ask_without_llm_lists_images(capsys):
-    assert run(["ask", "where is the dog?", "-k", "2", "--prefix", "/photos/"], FakeEngine()) == 0
+    assert run(["ask", "where is the dog?", "-k", "2", "--folder", "/photos"], FakeEngine()) == 0
     out = capsys.readouterr().out
     assert "sources:" in out and "/photos/img_002.jpg" in out
     assert "note: No LLM configured" in out

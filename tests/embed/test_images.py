@@ -37,8 +37,11 @@ def _split(results: list) -> tuple[list[Path], dict[str, str]]:
 
 
 def test_extensions_are_case_insensitive():
-    assert {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"} == set(IMAGE_EXTENSIONS)
+    assert {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".avif"} == set(
+        IMAGE_EXTENSIONS
+    )
     assert is_image_name("A/B/PHOTO.JPG") and is_image_name("x.WebP") and is_image_name("y.TiFF")
+    assert is_image_name("IMG_0001.HEIC") and is_image_name("z.avif")
     assert not is_image_name("notes.txt") and not is_image_name("jpg")
 
 

@@ -359,7 +359,7 @@ def test_index_skips_undecodable_names_and_unsupported_formats(tmp_path: Path, h
         assert len(report["added"]) == 3
         reasons = {Path(item["path"]).name: item["reason"] for item in report["skipped"]}
         assert reasons["caf\\xe9.jpg"].startswith("the file name is not valid UTF-8: rename it")
-        assert reasons["phone.heic"].startswith("HEIC needs pillow-heif: pip install pillow-heif")
+        assert reasons["phone.heic"].startswith("truncated or corrupt image")  # decoded (pillow-heif), found damaged
         assert reasons["logo.svg"].startswith("SVG is a vector format: convert it to PNG")
 
 

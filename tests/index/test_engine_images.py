@@ -133,10 +133,12 @@ def test_query_errors_are_clear(engine, image_dir):
 def test_filters_on_real_paths(engine, image_dir):
     engine.add_paths([image_dir])
     sub = str((image_dir / "sub").resolve()) + "/"
-    hits = engine.search_text("x", k=20, filter=SearchFilter(path_prefix=sub))
+    hits = engine.search_text("x", k=20, filter=SearchFilter(folder=sub))
     assert len(hits) == 3 and all(h.path.startswith(sub) for h in hits)
-    hits = engine.search_text("x", k=20, filter=SearchFilter(path_glob="*.png"))
+    hits = engine.search_text("x", k=20, filter=SearchFilter(glob="*.PNG"))
     assert len(hits) == 4 and all(h.path.endswith(".png") for h in hits)
+    hits = engine.search_text("x", k=20, filter=SearchFilter(formats=["png"]))
+    assert len(hits) == 4 and all(h.format == "PNG" for h in hits)
 
 
 def test_cancel_keeps_what_was_committed(settings, tmp_path):

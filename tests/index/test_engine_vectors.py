@@ -242,12 +242,12 @@ def test_filters_are_applied_within_search(tmp_path):
         eng.merge()
         q = x[1]
         mask = np.array([path.startswith("/b/") for path in p])
-        hits = eng.search_vectors(q[None], 20, SearchFilter(path_prefix="/b/"))[0]
+        hits = eng.search_vectors(q[None], 20, SearchFilter(folder="/b"))[0]
         ref_ids, _ = oracle(x, mask, q, 20)
         assert [h.id for h in hits] == ref_ids.tolist()
-        hits = eng.search_vectors(q[None], 5, SearchFilter(path_glob="*.png"))[0]
+        hits = eng.search_vectors(q[None], 5, SearchFilter(glob="*.png"))[0]
         assert all(h.path.endswith(".png") for h in hits) and len(hits) == 5
-        assert eng.search_vectors(q[None], 5, SearchFilter(path_prefix="/nowhere/"))[0] == []
+        assert eng.search_vectors(q[None], 5, SearchFilter(folder="/nowhere/"))[0] == []
 
 
 def test_search_similar_excludes_itself(tmp_path):

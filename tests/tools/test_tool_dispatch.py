@@ -11,6 +11,7 @@ import pytest
 from img_agent.errors import InvalidInputError
 from img_agent.tools import TOOL_SPECS, ImageTools, dispatch, get_spec
 from img_agent.tools.image_tools import EMPTY_INDEX_MESSAGE
+from img_agent.tools.sandbox import Sandbox
 from img_agent.tools.spec import error_message
 
 
@@ -50,7 +51,7 @@ def test_validation_errors_are_actionable(tools: ImageTools, arguments: str, exp
     message = error_of(tools, "search_by_text", arguments)
     assert message.startswith("Invalid arguments for search_by_text")
     assert expected in message
-    assert "Parameters: query (required), k, path_prefix, path_glob, expand." in message or "JSON" in message
+    assert "Parameters: query (required), k, where, collapse_duplicates, expand." in message or "JSON" in message
 
 
 def test_long_inputs_are_cut_in_messages(tools: ImageTools) -> None:
@@ -59,7 +60,7 @@ def test_long_inputs_are_cut_in_messages(tools: ImageTools) -> None:
 
 
 def test_null_means_default_and_json_strings_are_forgiven(indexed_tools: ImageTools) -> None:
-    plain = call(indexed_tools, "search_by_text", query="cat", k=None, path_prefix=None, path_glob=None, expand=None)
+    plain = call(indexed_tools, "search_by_text", query="cat", k=None, where=None, expand=None)
     assert len(plain["hits"]) == 12  # fake index holds 12; default k (20) applies
     spec = get_spec("remove_images")
     assert spec.parse({"ids": "[1, 2]", "paths": None}) == {"ids": [1, 2], "paths": None, "dry_run": False}
@@ -83,7 +84,7 @@ def test_every_tool_round_trips(indexed_tools: ImageTools, image_dir: Path) -> N
         "add_images": call(indexed_tools, "add_images", paths=[str(first)]),
     }
     results["cancel_job"] = call(indexed_tools, "cancel_job", job_id=indexed_tools.jobs.list()[-1].id)
-    assert set(results) == {spec.name for spec in TOOL_SPECS}
+    assert set(results) | set(NEEDS_A_REAL_ENGINE) == {spec.name for spec in TOOL_SPECS}
     for name, result in results.items():
         assert "error" not in result, (name, result)
         get_spec(name).result_type.model_validate(result)  # the JSON is the declared result model
@@ -99,6 +100,37 @@ def test_every_tool_round_trips(indexed_tools: ImageTools, image_dir: Path) -> N
     assert results["remove_images"]["removed"] == [0]
     assert results["add_images"]["added"] == [12]  # re-added after removal: a new id
     assert results["cancel_job"]["state"] == "done"  # cancelling a finished job changes nothing
+
+
+NEEDS_A_REAL_ENGINE = ("search_combined", "sync_paths", "find_duplicates", "tag_images", "set_description", "list_tags",
+                       "describe_images")
+"""Tools that work on stored vectors or notes, which the fake engine does not keep."""
+
+
+def test_the_vector_and_note_tools_round_trip_on_a_real_engine(settings, image_dir: Path) -> None:
+    from img_agent.index.engine import Engine
+
+    with Engine.open(settings) as engine:
+        tools = ImageTools(engine, Sandbox([image_dir], max_file_bytes=settings.max_file_bytes))
+        tools.add_images([str(image_dir)])
+        first = image_dir / "img_0000.jpg"
+        results = {
+            "search_combined": call(tools, "search_combined", terms=[{"text": "blue", "weight": 2},
+                                                                     {"image_id": 2, "weight": 1}], k=2),
+            "sync_paths": call(tools, "sync_paths", paths=[str(first)]),
+            "find_duplicates": call(tools, "find_duplicates"),
+            "tag_images": call(tools, "tag_images", ids=[1], add=["beach"]),
+            "set_description": call(tools, "set_description", ids=[1], description="a test pattern"),
+            "list_tags": call(tools, "list_tags"),
+        }
+        no_llm = error_of(tools, "describe_images", json.dumps({"ids": [1]}))
+    assert set(results) | {"describe_images"} == set(NEEDS_A_REAL_ENGINE)
+    for name, result in results.items():
+        assert "error" not in result, (name, result)
+        get_spec(name).result_type.model_validate(result)
+    assert "LLM_BASE_URL" in no_llm  # says how to configure one
+    assert len(results["search_combined"]["hits"]) == 2 and 2 not in [h["id"] for h in results["search_combined"]["hits"]]
+    assert [(t["tag"], t["count"]) for t in results["list_tags"]["tags"]] == [("beach", 1)]
 
 
 def test_search_by_image_inputs(indexed_tools: ImageTools, image_dir: Path) -> None:
@@ -162,10 +194,12 @@ def test_empty_index_is_an_actionable_error(tools: ImageTools) -> None:
 
 
 def test_filter_that_matches_nothing_gets_a_note(indexed_tools: ImageTools) -> None:
-    result = call(indexed_tools, "search_by_text", query="cat", path_glob="*/nothing/*")
-    assert result["hits"] == [] and "loosen or drop the filter" in result["notes"][0]
-    sub = call(indexed_tools, "search_by_text", query="cat", path_glob="*/sub/*")
+    result = call(indexed_tools, "search_by_text", query="cat", where={"glob": "*/nothing/*"})
+    assert result["hits"] == [] and "loosen or drop them" in result["notes"][0]
+    sub = call(indexed_tools, "search_by_text", query="cat", where={"glob": "*/SUB/*"})
     assert len(sub["hits"]) == 3 and all("/sub/" in h["path"] for h in sub["hits"])
+    relative = call(indexed_tools, "search_by_text", query="cat", where={"folder": "sub"})
+    assert sorted(h["id"] for h in relative["hits"]) == sorted(h["id"] for h in sub["hits"])
 
 
 def test_remove_and_maintenance_errors(indexed_tools: ImageTools, fake_engine) -> None:

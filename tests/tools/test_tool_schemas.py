@@ -25,7 +25,8 @@ UPDATE_GOLDEN = os.environ.get("IMG_AGENT_UPDATE_GOLDEN") == "1"  # read at impo
 
 CONTRACT_NAMES = {
     "search_by_text", "search_by_image", "add_images", "remove_images", "merge_buffer", "rebuild_index",
-    "index_status", "ask_about_images", "cancel_job",
+    "index_status", "ask_about_images", "cancel_job", "search_combined", "sync_paths", "find_duplicates",
+    "tag_images", "set_description", "list_tags", "describe_images",
 }
 
 # ------------------------------------------------------------------------------ strict-mode checker

@@ -91,7 +91,7 @@ def answer_question(
         question: the question, any language.
         k: images to retrieve and describe to the model (1..MAX_TOPK).
         expand: rewrite the question into search variants first (only with an LLM).
-        filter: restrict retrieval to some paths.
+        filter: conditions the retrieved images must meet (see SearchFilter).
         max_images: thumbnails shown to a multimodal model (the first ``max_images`` sources).
 
     Raises:

@@ -102,7 +102,7 @@ def rag_search(
         explain: ask the LLM to explain the results.
         fusion: ``rrf`` (default), ``max`` or ``mean``; see :mod:`img_agent.agent.fuse`.
         rrf_k: the RRF constant.
-        filter: restrict results to some paths.
+        filter: conditions the results must meet (folder, dates, tags, ...; see SearchFilter).
         max_images: thumbnails shown to a multimodal model for the explanation.
 
     Raises:

@@ -38,15 +38,14 @@ class RagRequest(BaseModel):
     fusion: FusionMethod = "rrf"
     variants: int = Field(DEFAULT_VARIANTS, ge=0, le=MAX_VARIANTS)
     rrf_k: int = Field(DEFAULT_RRF_K, ge=1)
-    path_prefix: str | None = None
-    path_glob: str | None = None
+    where: SearchFilter | None = Field(None, description="Conditions the images must meet (all of them); null = none.")
 
     def run(self, engine: Engine | ConfinedImages, llm: LLMClient | None) -> RagResult:
         from img_agent.agent.rag import rag_search
 
         return rag_search(engine, llm, self.query, check_k(self.k, engine.settings.topk), expand=self.expand,
                           explain=self.explain, fusion=self.fusion, variants=self.variants, rrf_k=self.rrf_k,
-                          filter=SearchFilter.of(self.path_prefix, self.path_glob))
+                          filter=self.where)
 
 
 class QARequest(BaseModel):
@@ -57,11 +56,10 @@ class QARequest(BaseModel):
     question: str = Field(min_length=1, max_length=1000)
     k: int = Field(DEFAULT_QA_K, ge=1, le=MAX_TOPK)
     expand: bool = True
-    path_prefix: str | None = None
-    path_glob: str | None = None
+    where: SearchFilter | None = Field(None, description="Conditions the images must meet (all of them); null = none.")
 
     def run(self, engine: Engine | ConfinedImages, llm: LLMClient | None) -> QAResult:
         from img_agent.agent.qa import answer_question
 
         return answer_question(engine, llm, self.question, self.k, expand=self.expand,
-                               filter=SearchFilter.of(self.path_prefix, self.path_glob))
+                               filter=self.where)

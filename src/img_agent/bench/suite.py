@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from img_agent.bench import ann_sweep, e2e, engine_bench, ingest, report, service_bench
+from img_agent.bench import ann_sweep, duplicates_bench, e2e, engine_bench, ingest, report, service_bench
 from img_agent.bench.ann_analysis import summary_from_rows
 from img_agent.bench.ann_plans import FAMILIES
 from img_agent.bench.common import command_line, write_json
@@ -18,12 +18,13 @@ log = logging.getLogger(__name__)
 
 RUNNERS: tuple[tuple[str, Callable[[Any], Path]], ...] = (
     ("ann", ann_sweep.run), ("engine", engine_bench.run), ("ingest", ingest.run), ("e2e", e2e.run),
-    ("service", service_bench.run),
+    ("service", service_bench.run), ("duplicates", duplicates_bench.run),
 )
 # options of one benchmark that the others lack, with the value each runner assumes
 _DEFAULTS = (("families", None), ("images", None), ("size", None), ("model", None), ("batch_size", 32),
              ("workers", None), ("query_kind", None), ("data", None), ("query_data", None), ("metric", "ip"),
-             ("kind", ["clip"]), ("store", None), ("index_string", "auto"), ("rounds", None))
+             ("kind", ["clip"]), ("store", None), ("index_string", "auto"), ("rounds", None),
+             ("vectors", None))
 
 
 def run_all(options: argparse.Namespace, on_written: Callable[[Path], None]) -> tuple[Path, bool]:
@@ -57,7 +58,7 @@ def run_all(options: argparse.Namespace, on_written: Callable[[Path], None]) -> 
 def rerender(folder: Path) -> list[Path]:
     """Rebuild the markdown and plots of every ``<name>.json`` result in ``folder``; returns the markdown written."""
     written = []
-    for name in ("ann", "engine", "ingest", "e2e", "service"):
+    for name in ("ann", "engine", "ingest", "e2e", "service", "duplicates"):
         path = folder / f"{name}.json"
         if not path.exists():
             continue
@@ -78,6 +79,8 @@ def rerender(folder: Path) -> list[Path]:
             markdown = report.ingest_markdown(result)
         elif name == "service":
             markdown = service_bench.markdown(result)
+        elif name == "duplicates":
+            markdown = duplicates_bench.markdown(result)
         else:
             markdown = report.e2e_markdown(result)
         write_json(path, result)

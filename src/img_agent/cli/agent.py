@@ -23,6 +23,7 @@ from img_agent.agent.defaults import (
 )
 from img_agent.cli import output
 from img_agent.cli.context import CLIContext, add_llm_arguments
+from img_agent.cli.filters import add_filter_arguments, filter_from_args
 from img_agent.errors import ImgAgentError, InvalidInputError, LLMNotConfiguredError
 from img_agent.textsafe import one_line
 
@@ -60,8 +61,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     ask.add_argument("question", metavar="QUESTION", help="the question, any language")
     ask.add_argument("-k", "--top", dest="k", type=int, default=DEFAULT_QA_K,
                      help=f"images to retrieve (default {DEFAULT_QA_K})")
-    ask.add_argument("--prefix", help="only paths starting with this")
-    ask.add_argument("--glob", help="only paths matching this glob")
+    add_filter_arguments(ask)
     ask.add_argument("--no-expand", action="store_true", help="search the question as is, without LLM variants")
     add_llm_arguments(ask)
     ask.set_defaults(func=cmd_ask)
@@ -174,8 +174,7 @@ def run_rag_search(ctx: CLIContext, text: str, k: int | None, flt: SearchFilter 
 
     args = ctx.args
     request = RagRequest(query=text, k=ctx.settings().topk if k is None else k, explain=not args.no_explain,
-                         fusion=args.fusion, variants=args.variants, rrf_k=args.rrf_k,
-                         path_prefix=flt.path_prefix if flt else None, path_glob=flt.path_glob if flt else None)
+                         fusion=args.fusion, variants=args.variants, rrf_k=args.rrf_k, where=flt)
     result = _run_recipe(ctx, request, RAG_PATH, RagResult)
     ctx.emit(result, lambda: output.print_rag_result(result))
     return 0
@@ -194,8 +193,7 @@ def cmd_ask(ctx: CLIContext) -> int:
     from img_agent.service.recipes import QA_PATH, QARequest
 
     args = ctx.args
-    request = QARequest(question=args.question, k=args.k, expand=not args.no_expand, path_prefix=args.prefix,
-                        path_glob=args.glob)
+    request = QARequest(question=args.question, k=args.k, expand=not args.no_expand, where=filter_from_args(args))
     result = _run_recipe(ctx, request, QA_PATH, QAResult)
     ctx.emit(result, lambda: output.print_qa_result(result))
     return 0

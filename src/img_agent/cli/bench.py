@@ -182,6 +182,16 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     s.add_argument("--rounds", type=int, default=None, help="measurement rounds (default 30; quick: 5)")
     s.set_defaults(func=cmd_service)
 
+    d = add(sub, "duplicates", help="duplicate threshold vs edited copies and distinct images; find_duplicates time",
+            description="Cosine of re-encoded, resized and cropped copies to their original and between distinct "
+                        "images (--model, default tiny-test) against the default duplicate threshold, and the time "
+                        "of find_duplicates on synthetic vectors with planted duplicate groups.")
+    _add_common(d, sizes=False)
+    d.add_argument("--images", type=parse_count, default=None, help="generated images (default 60; quick: 12)")
+    d.add_argument("--vectors", type=parse_count, default=None, metavar="N",
+                   help="synthetic vectors for the find_duplicates timing (default 20000; quick: 2000)")
+    d.set_defaults(func=cmd_duplicates)
+
     rp = sub.add_parser("report", help="re-render markdown and plots from the JSON results in a folder",
                         description="Rebuild <name>.md and the PNG plots from <name>.json (after a code change to "
                                     "the report, or to merge results), without measuring anything.")
@@ -224,6 +234,13 @@ def cmd_service(ctx: CLIContext) -> int:
     from img_agent.bench import service_bench
 
     print(service_bench.run(ctx.args))
+    return 0
+
+
+def cmd_duplicates(ctx: CLIContext) -> int:
+    from img_agent.bench import duplicates_bench
+
+    print(duplicates_bench.run(ctx.args))
     return 0
 
 

@@ -19,6 +19,9 @@ from pathlib import Path
 
 from img_agent.version import __version__
 from img_agent.cli import agent, bench, doctor, output, service, store, tools, web
+from img_agent.cli import watch
+from img_agent.cli import duplicates
+from img_agent.cli import notes
 from img_agent.cli.context import CLIContext
 from img_agent.locations import ENV_FILE_VARIABLE
 from img_agent.errors import ConfigError, ImgAgentError
@@ -42,7 +45,7 @@ def _global_options() -> argparse.ArgumentParser:
     return p
 
 
-GROUPS = (store, doctor, service, web, tools, agent, bench)
+GROUPS = (store, notes, duplicates, watch, doctor, service, web, tools, agent, bench)
 """The command modules, in the order ``--help`` lists their commands."""
 _VALUE_OPTIONS = frozenset({"--data-dir", "--model", "--pretrained", "--device", "--env-file"})
 

@@ -74,7 +74,9 @@ def print_hits(hits: Sequence[Json]) -> None:
         return
     print(f"{'rank':>4}  {'score':>7}  {'id':>7}  path")
     for h in hits:
-        print(f"{h['rank']:>4}  {h['score']:>7.4f}  {h['id']:>7}  {one_line(h['path'])}")
+        folded = h.get("duplicates") or []
+        more = f"  (+{len(folded)} near-duplicate(s): {', '.join(map(str, folded))})" if folded else ""
+        print(f"{h['rank']:>4}  {h['score']:>7.4f}  {h['id']:>7}  {one_line(h['path'])}{more}")
 
 
 def print_status(st: Json) -> None:
@@ -121,6 +123,7 @@ def print_service_status(st: Json) -> None:
         ("clients", ", ".join(st["clients"]) or "none"),
         ("idle", f"{st['idle_for_s']:,.0f} s of {st['idle_timeout_s']:,.0f} s"),
         ("memory (RSS)", _human_bytes(st["memory_rss_bytes"])), ("model", model),
+        ("watching", ", ".join(one_line(f) for f in st.get("watching", [])) or "none"),
     ])
     _print_jobs(st["jobs"])
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from img_agent.cli import agent, output
 from img_agent.cli.context import CLIContext
+from img_agent.cli.filters import add_filter_arguments, filter_from_args, where_argument
+from img_agent.cli.terms import search_terms
 from img_agent.errors import ImgAgentError, InvalidInputError, NotFoundError
 from img_agent.textsafe import one_line
 
@@ -27,12 +30,16 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.set_defaults(func=cmd_index)
 
     p = subparsers.add_parser("search", parents=[common], help="search by text, by image file or by an indexed id")
-    p.add_argument("text", nargs="?", help="text query")
+    p.add_argument("text", nargs="?", help="text query; a leading 'N:' weights it, e.g. '2:golden retriever'")
     p.add_argument("--image", metavar="PATH", help="query image file")
     p.add_argument("--similar", type=int, metavar="ID", help="images like this indexed one")
+    p.add_argument("--add", action="append", metavar="TERM", help="add a term: text, or an image file's path; "
+                   "repeatable; a leading 'N:' is a weight, e.g. '2:golden retriever' (see README)")
+    p.add_argument("--subtract", action="append", metavar="TERM", help="subtract a term (as --add), e.g. fruit")
     p.add_argument("-k", "--top", dest="k", type=int, default=None, help="number of results (default 20)")
-    p.add_argument("--prefix", help="only paths starting with this")
-    p.add_argument("--glob", help="only paths matching this glob, e.g. '*/2024/*.jpg'")
+    p.add_argument("--collapse-duplicates", action="store_true",
+                   help="fold near-duplicates of a better hit into it: k different pictures")
+    add_filter_arguments(p)
     p.add_argument("--expand", action="store_true", help="LLM query expansion + fusion + explanation")
     agent.add_rag_arguments(p)
     p.set_defaults(func=cmd_search)
@@ -124,18 +131,29 @@ def cmd_index(ctx: CLIContext) -> int:
 
 
 def cmd_search(ctx: CLIContext) -> int:
-    """One of: TEXT, --image PATH, --similar ID; ``--expand`` hands a text query to the LLM recipe."""
+    """One of: TEXT, --image PATH, --similar ID; ``--expand`` hands a text query to the LLM recipe. Weights,
+    ``--add``/``--subtract`` or more than one of them make a combined search (:mod:`img_agent.cli.terms`)."""
     args = ctx.args
+    terms = search_terms(args.text, args.image, args.similar, args.add, args.subtract)
     given = [x for x in (args.text, args.image, args.similar) if x is not None]
-    if len(given) != 1:
-        raise InvalidInputError("Give exactly one of: TEXT, --image PATH, --similar ID.")
+    if len(given) != 1 and terms is None:
+        raise InvalidInputError("Give exactly one of: TEXT, --image PATH, --similar ID, or combine terms with "
+                                "--add/--subtract.")
+    flt = filter_from_args(args)
+    collapse = {"collapse_duplicates": True} if args.collapse_duplicates else {}
+    if terms is not None:
+        if args.expand:
+            raise InvalidInputError("--expand works with one plain text query, not with combined terms.")
+        hits = ctx.call("search_combined", terms=terms, k=args.k, where=where_argument(flt), **collapse)["hits"]
+        ctx.emit(hits, lambda: output.print_hits(hits))
+        return 0
     if args.expand:
-        from img_agent.results import SearchFilter
-
         if args.text is None:
             raise InvalidInputError("--expand works with a text query.")
-        return agent.run_rag_search(ctx, args.text, args.k, SearchFilter.of(args.prefix, args.glob))
-    where = {"k": args.k, "path_prefix": args.prefix, "path_glob": args.glob}
+        if args.collapse_duplicates:
+            raise InvalidInputError("--collapse-duplicates works with plain and combined searches, not with --expand.")
+        return agent.run_rag_search(ctx, args.text, args.k, flt)
+    where = {"k": args.k, "where": where_argument(flt), **collapse}
     if args.text is not None:
         result = ctx.call("search_by_text", query=args.text, **where)
     elif args.image is not None:
@@ -152,7 +170,7 @@ def _is_id(item: str) -> bool:
     return item.isascii() and item.isdigit()
 
 
-def removal_items(items: list[str], *, as_ids: bool = False, as_paths: bool = False) -> tuple[list[int], list[str]]:
+def image_items(items: Sequence[str], *, as_ids: bool = False, as_paths: bool = False) -> tuple[list[int], list[str]]:
     """(ids, absolute paths) the ``remove`` items name.
 
     Raises:
@@ -165,19 +183,19 @@ def removal_items(items: list[str], *, as_ids: bool = False, as_paths: bool = Fa
         bad = [item for item in items if not _is_id(item)]
         if bad:
             raise InvalidInputError(f"With --id every item must be an image id (ASCII digits); not ids: "
-                                    f"{', '.join(repr(b) for b in bad)}. Drop --id to remove paths.")
+                                    f"{', '.join(repr(b) for b in bad)}. Drop --id to name paths.")
         return [int(item) for item in items], []
     ambiguous = [item for item in items if _is_id(item) and Path(item).expanduser().exists()]
     if ambiguous:
         readings = "; ".join(f"{item!r} is image id {item} and also the path {_absolute(item)}" for item in ambiguous)
-        raise InvalidInputError(f"Ambiguous: {readings}. Add --id to remove by id or --path to remove the path.")
+        raise InvalidInputError(f"Ambiguous: {readings}. Add --id to mean the id or --path to mean the path.")
     return [int(item) for item in items if _is_id(item)], [_absolute(item) for item in items if not _is_id(item)]
 
 
 def cmd_remove(ctx: CLIContext) -> int:
     """Items of ASCII digits are ids, anything else a file or folder path (``--id`` / ``--path`` decide)."""
     args = ctx.args
-    ids, paths = removal_items(args.items, as_ids=args.as_ids, as_paths=args.as_paths)
+    ids, paths = image_items(args.items, as_ids=args.as_ids, as_paths=args.as_paths)
     report = ctx.call("remove_images", ids=ids or None, paths=paths or None, dry_run=args.dry_run)
     ctx.emit(report, lambda: output.print_remove_report(report))
     return 0

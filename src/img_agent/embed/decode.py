@@ -2,8 +2,11 @@
 
 Plain Pillow + numpy (no torch), so it is cheap to import and safe to run in decode threads.
 
-* :func:`decode_image_bytes` turns bytes into an RGB image with a decompression-bomb guard,
-  truncation detection, JPEG draft decoding, EXIF orientation and proper mode conversion.
+* :func:`decode_image` turns bytes into an RGB image with a decompression-bomb guard,
+  truncation detection, JPEG draft decoding, EXIF orientation and proper mode conversion, and
+  reads the photo's EXIF facts (:func:`~img_agent.embed.exif.photo_meta`) on the way;
+  :func:`decode_image_bytes` is the same without the facts.
+* :func:`read_photo_meta` reads only the EXIF facts of a file, decoding no pixel.
 * :func:`to_rgb` converts any Pillow mode the way a person would see the image.
 * :func:`make_thumbnail` renders a small JPEG.
 
@@ -19,13 +22,21 @@ import re
 import struct
 import threading
 import warnings
+from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from img_agent.embed.exif import photo_meta
+from img_agent.embed.heif import is_heif_or_avif, missing_decoder, prepare_open
 from img_agent.errors import ImageDecodeError, InvalidInputError
+from img_agent.results import PhotoMeta
 
-__all__ = ["check_declared_size", "decode_image_bytes", "make_thumbnail", "to_rgb"]
+__all__ = [
+    "Decoded", "check_declared_size", "decode_image", "decode_image_bytes", "make_thumbnail", "read_photo_meta",
+    "to_rgb",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +63,19 @@ _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION_TAG = 0x0112
 
 _WHITE = (255, 255, 255, 255)
+_HEAD = 256
+"""Bytes at the start of a file enough to tell which decoder plugin it needs."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A decoded image (see :func:`decode_image`)."""
+
+    image: Image.Image
+    format: str
+    width: int
+    height: int
+    photo: PhotoMeta
 
 
 def _silence_pil_bomb_warning() -> None:
@@ -115,10 +139,11 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageDecodeError("zero-byte file")
     _silence_pil_bomb_warning()
     _pillow_no_stricter_than(max_pixels)
+    prepare_open(data[:_HEAD])
     try:
         return Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ImageDecodeError("not an image (unrecognised format)") from None
+        raise ImageDecodeError(_unrecognised(data[:_HEAD])) from None
     except Image.DecompressionBombError as exc:
         raise _pillow_bomb(exc, max_pixels) from None
     except _PIL_DECODE_ERRORS as exc:
@@ -128,7 +153,13 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
 def decode_image_bytes(
     data: bytes, *, max_pixels: int, draft_size: int | None = None
 ) -> tuple[Image.Image, str, int, int]:
-    """Decode image bytes into ``(rgb_image, format, width, height)``.
+    """Decode image bytes into ``(rgb_image, format, width, height)``; see :func:`decode_image`."""
+    out = decode_image(data, max_pixels=max_pixels, draft_size=draft_size)
+    return out.image, out.format, out.width, out.height
+
+
+def decode_image(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Decoded:
+    """Decode image bytes into an RGB image, its format, full size and EXIF facts.
 
     * The pixel count from the header is checked against ``max_pixels`` before any pixel is
       decoded (decompression-bomb guard); Pillow's own bomb error becomes an ImageDecodeError too.
@@ -138,8 +169,9 @@ def decode_image_bytes(
       ``>= draft_size``. Pass the model's input size.
     * The image is fully loaded here, so truncated files fail now, not later
       (``ImageFile.LOAD_TRUNCATED_IMAGES`` is left alone).
-    * EXIF orientation is applied; animated images give their first frame; every mode is
-      converted to RGB properly (see :func:`to_rgb`).
+    * EXIF orientation is applied; animated images give their first frame (a HEIF file its
+      primary image); every mode is converted to RGB properly (see :func:`to_rgb`).
+    * HEIC/HEIF (pillow-heif) and AVIF (Pillow) files pass the same guards as any other format.
 
     ``width`` and ``height`` are the full-resolution size after EXIF orientation, whatever
     draft reduction was used.
@@ -157,7 +189,7 @@ def decode_image_bytes(
             full_w, full_h = full_h, full_w
 
         try:
-            if getattr(img, "n_frames", 1) > 1:
+            if getattr(img, "n_frames", 1) > 1 and fmt != "HEIF":
                 img.seek(0)
             if draft_size is not None and fmt in _DRAFT_FORMATS:
                 img.draft("RGB", (draft_size, draft_size))
@@ -169,6 +201,7 @@ def decode_image_bytes(
         except _PIL_DECODE_ERRORS as exc:
             raise ImageDecodeError(f"truncated or corrupt image: {_describe(exc)}") from None
 
+        photo = photo_meta(img)  # before the EXIF orientation is consumed below
         if orientation != 1:
             try:
                 ImageOps.exif_transpose(img, in_place=True)
@@ -191,7 +224,28 @@ def decode_image_bytes(
             rgb = img.copy()  # detached from the decoder and its copy of the file bytes
     finally:
         img.close()
-    return rgb, fmt, full_w, full_h
+    return Decoded(rgb, fmt, full_w, full_h, photo)
+
+
+def read_photo_meta(fp: BinaryIO, *, max_pixels: int) -> PhotoMeta:
+    """The EXIF facts of the image file open as ``fp``, read from its header: no pixel is decoded.
+
+    A file that is no (longer a) readable image has no facts (all None). Raises only ``OSError``
+    from reading ``fp``.
+    """
+    head = fp.read(_HEAD)
+    fp.seek(0)
+    _silence_pil_bomb_warning()
+    _pillow_no_stricter_than(max_pixels)
+    prepare_open(head)
+    try:
+        with Image.open(fp) as img:
+            return photo_meta(img)
+    except (UnidentifiedImageError, Image.DecompressionBombError, *_PIL_DECODE_ERRORS) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, UnidentifiedImageError) and exc.errno is not None:
+            raise
+        logger.debug("no photo metadata: %s", _describe(exc))
+        return PhotoMeta()
 
 
 def check_declared_size(data: bytes, *, max_pixels: int) -> tuple[str, int, int]:
@@ -208,6 +262,16 @@ def check_declared_size(data: bytes, *, max_pixels: int) -> tuple[str, int, int]
     if width * height > max_pixels:
         raise ImageDecodeError(f"image too large: {width}x{height} pixels exceeds the limit of {max_pixels:,} pixels")
     return fmt, width, height
+
+
+def _unrecognised(head: bytes) -> str:
+    """Why bytes starting with ``head`` that no Pillow plugin opened are not a usable image."""
+    missing = missing_decoder(head)
+    if missing is not None:
+        return missing
+    if is_heif_or_avif(head):
+        return "truncated or corrupt image: the HEIF/AVIF file cannot be read"
+    return "not an image (unrecognised format)"
 
 
 def _describe(exc: BaseException) -> str:

@@ -7,8 +7,8 @@ Plain stdlib here (decoding lives in :mod:`img_agent.embed.decode`), safe to run
   cannot use (missing path, broken link, link loop, unreadable folder, a link out of the
   allowed folders). It never skips silently.
 * :func:`read_file` stats, size-checks, reads and hashes a file once (:class:`RawFile`), so a
-  caller can drop known content *before* the costly decode; :func:`decode_file` decodes it.
-  :func:`read_image_file` does both.
+  caller can drop known content *before* the costly decode; :func:`decode_file` decodes it (and
+  reads the photo's EXIF facts). :func:`read_image_file` does both.
 
 Every reading failure is an :class:`~img_agent.errors.ImageDecodeError` whose message is a
 short, specific human reason ("zero-byte file", "file too large: ...").
@@ -48,6 +48,7 @@ __all__ = [
     "decode_file",
     "is_image_name",
     "iter_image_files",
+    "open_regular",
     "printable_path",
     "read_file",
     "read_image_file",
@@ -55,7 +56,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif", ".avif"})
 """Suffixes (lower case, with the dot) that a folder walk treats as images; compared case-insensitively."""
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,6 @@ class Confinement(Protocol):
     def describe_roots(self) -> str:
         """The allowed folders as a sentence fragment for skip reasons."""
         ...
-
 
 
 def is_image_name(path: str | os.PathLike[str]) -> bool:
@@ -134,8 +135,8 @@ def iter_image_files(
     Anything unusable becomes a :class:`SkippedItem` and the walk goes on: a missing path, a
     broken symbolic link, a link loop (a directory reached again below itself, or a link
     chain that never ends), an unreadable directory, a special file (FIFO, device) given
-    explicitly or carrying an image extension, a file of an unsupported image format (HEIC,
-    SVG: :data:`UNSUPPORTED_IMAGE_EXTENSIONS`, with what to do), a file or folder whose name is not
+    explicitly or carrying an image extension, a file of an unsupported image format (SVG:
+    :data:`UNSUPPORTED_IMAGE_EXTENSIONS`, with what to do), a file or folder whose name is not
     valid UTF-8 (its path is shown with ``\\xNN`` escapes). A directory reached a second time through
     another route (not a loop) is not walked again and not reported: its files were already
     yielded. A file reached twice (two arguments, or a link to it) is yielded once.
@@ -323,6 +324,18 @@ def _list_dir(directory: Path) -> list[os.DirEntry[str]] | SkippedItem:
 # --------------------------------------------------------------------------- reading
 
 
+def open_regular(p: Path) -> int:
+    """A read-only descriptor of the regular file ``p`` (non-blocking open: a FIFO cannot hang the caller)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(p, flags)
+    except FileNotFoundError as exc:
+        raise ImageDecodeError(_missing_reason(p, exc)) from None
+    except OSError as exc:
+        raise ImageDecodeError(_stat_reason(exc)) from None
+    return fd
+
+
 def read_file(path: str | os.PathLike[str], *, max_bytes: int) -> RawFile:
     """Read and hash one file.
 
@@ -335,13 +348,7 @@ def read_file(path: str | os.PathLike[str], *, max_bytes: int) -> RawFile:
             "file too large: ...", "cannot read file: ...").
     """
     p = Path(path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(p, flags)
-    except FileNotFoundError as exc:
-        raise ImageDecodeError(_missing_reason(p, exc)) from None
-    except OSError as exc:
-        raise ImageDecodeError(_stat_reason(exc)) from None
+    fd = open_regular(p)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -367,11 +374,15 @@ def read_file(path: str | os.PathLike[str], *, max_bytes: int) -> RawFile:
 
 
 def decode_file(raw: RawFile, *, max_pixels: int, draft_size: int | None = None) -> LoadedImage:
-    """Decode a file read by :func:`read_file` (see :func:`~img_agent.embed.decode.decode_image_bytes`)."""
-    from img_agent.embed.decode import decode_image_bytes
+    """Decode a file read by :func:`read_file` (see :func:`~img_agent.embed.decode.decode_image`).
 
-    image, fmt, width, height = decode_image_bytes(raw.data, max_pixels=max_pixels, draft_size=draft_size)
-    return LoadedImage(image=image, facts=replace(raw.facts, width=width, height=height, format=fmt))
+    The facts get the full size, the format and the photo's EXIF facts (all None without EXIF).
+    """
+    from img_agent.embed.decode import decode_image
+
+    out = decode_image(raw.data, max_pixels=max_pixels, draft_size=draft_size)
+    facts = replace(raw.facts, width=out.width, height=out.height, format=out.format, photo=out.photo)
+    return LoadedImage(image=out.image, facts=facts)
 
 
 def read_image_file(

@@ -1,6 +1,6 @@
 """File names a folder walk cannot index, and paths shown as valid text.
 
-A file of an image format this build cannot decode (HEIC, SVG) and a name that is not valid UTF-8
+A file of an image format this build cannot decode (SVG) and a name that is not valid UTF-8
 (the catalog, JSON and every client need text paths) are reported as skipped with what to do.
 """
 
@@ -12,9 +12,6 @@ from pathlib import Path
 from img_agent.results import SkippedItem
 
 UNSUPPORTED_IMAGE_EXTENSIONS: dict[str, str] = {
-    ".heic": "HEIC needs pillow-heif: pip install pillow-heif, or convert the file to JPEG",
-    ".heif": "HEIF needs pillow-heif: pip install pillow-heif, or convert the file to JPEG",
-    ".avif": "AVIF is not supported by this Pillow: convert the file to JPEG or PNG",
     ".svg": "SVG is a vector format: convert it to PNG to index it",
     ".svgz": "SVG is a vector format: convert it to PNG to index it",
 }

@@ -22,7 +22,6 @@ its rows are committed here (the vectors were appended and fsynced before).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from img_agent.errors import ModelMismatchError, NotFoundError
+from img_agent.index import filters
 from img_agent.index.rows import (
     PHOTO_COLUMNS,
     PHOTO_MARKS,
@@ -41,7 +41,7 @@ from img_agent.index.rows import (
     record_of,
 )
 from img_agent.index.sqlite_db import FORMAT_VERSION, Database
-from img_agent.results import ImageRecord
+from img_agent.results import ImageRecord, PhotoMeta, SearchFilter
 
 __all__ = ["FORMAT_VERSION", "Catalog", "LiveRow", "NewImage", "StateArrays"]
 
@@ -165,12 +165,14 @@ class Catalog(Database):
         return int(self._query("SELECT COALESCE(MAX(id) + 1, 0) FROM images")[0][0])
 
     def live_by_path(self, path: str) -> LiveRow | None:
-        rows = self._query("SELECT id, sha256, size, mtime, path FROM images WHERE path = ? AND state != 'deleted'", (path,))
+        rows = self._query(
+            "SELECT id, sha256, size, mtime, path, meta_read FROM images WHERE path = ? AND state != 'deleted'", (path,))
         return LiveRow(*rows[0]) if rows else None
 
     def live_by_sha(self, sha256: str) -> LiveRow | None:
         rows = self._query(
-            "SELECT id, sha256, size, mtime, path FROM images WHERE sha256 = ? AND state != 'deleted' ORDER BY id LIMIT 1",
+            "SELECT id, sha256, size, mtime, path, meta_read FROM images WHERE sha256 = ? AND state != 'deleted' "
+            "ORDER BY id LIMIT 1",
             (sha256,),
         )
         return LiveRow(*rows[0]) if rows else None
@@ -208,18 +210,15 @@ class Catalog(Database):
             )
         return found[image_id]
 
-    def filtered_ids(self, path_prefix: str | None, path_glob: str | None) -> np.ndarray:
-        """Ids of live images matching every given path condition."""
-        where = ["state != 'deleted'"]
-        params: list[object] = []
-        if path_prefix:
-            where.append("substr(path, 1, ?) = ?")
-            params += [len(path_prefix), path_prefix]
-        if path_glob:
-            where.append("path GLOB ?")
-            params.append(path_glob)
-        rows = self._query(f"SELECT id FROM images WHERE {' AND '.join(where)}", params)
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    def filtered_ids(self, flt: SearchFilter) -> np.ndarray:
+        """Ids (ascending) of live images that ``flt`` allows; see :mod:`~img_agent.index.filters`.
+
+        Raises:
+            InvalidInputError: a condition of ``flt`` is unusable (the message says why).
+        """
+        with self._lock:
+            self._db.create_function(filters.FOLD_FUNCTION, 1, filters.fold, deterministic=True)
+            return filters.live_ids(self._query, flt)
 
     # -- writes -------------------------------------------------------------------------------
     def insert(self, ids: Sequence[int], rows: Sequence[NewImage], *, replaced: Sequence[int] = (),
@@ -247,6 +246,14 @@ class Catalog(Database):
             db.executemany("INSERT OR IGNORE INTO image_tags(id, tag) VALUES (?, ?)",
                            [(int(i), tag) for i, r in zip(ids, rows, strict=True) for tag in r.tags])
 
+    def set_photo(self, items: Sequence[tuple[int, PhotoMeta]]) -> None:
+        """Record the EXIF facts of images indexed before they were read (``meta_read`` becomes 1), atomically."""
+        with self._tx() as db:
+            db.executemany(
+                f"UPDATE images SET ({PHOTO_COLUMNS}, meta_read) = ({PHOTO_MARKS}, 1) WHERE id = ?",
+                [(*photo_values(photo), int(i)) for i, photo in items],
+            )
+
     # -- vector-file checksums ----------------------------------------------------------------
     def segments(self) -> list[tuple[int, int, int]]:
         """(segment, rows, crc32) of the vector file, ascending; rows past them have no checksum yet."""
@@ -273,8 +280,9 @@ class Catalog(Database):
         with self._tx() as db:
             db.execute("UPDATE images SET mtime=? WHERE id=?", (mtime, image_id))
 
-    def mark_deleted(self, ids: Sequence[int]) -> list[int]:
-        """Mark live ids deleted; returns those that were live."""
+    def mark_deleted(self, ids: Sequence[int], *, exclude: bool = False) -> list[int]:
+        """Mark live ids deleted; returns those that were live. With ``exclude`` their paths are recorded in
+        ``excluded_paths`` in the same transaction (a folder walk then leaves those files out)."""
         ids = sorted({int(i) for i in ids})
         if not ids:
             return []
@@ -288,7 +296,21 @@ class Catalog(Database):
                     f"SELECT id FROM images WHERE id IN ({marks}) AND state != 'deleted'", chunk
                 )]
             db.executemany("UPDATE images SET state='deleted', deleted_at=? WHERE id=?", [(now, i) for i in live])
+            if exclude:
+                db.executemany("INSERT OR REPLACE INTO excluded_paths(path, removed_at) "
+                               "SELECT path, ? FROM images WHERE id=?", [(now, i) for i in live])
         return live
+
+    def excluded_paths(self) -> set[str]:
+        """Paths removed by request: a folder walk skips them until the file itself is added again."""
+        if self.read_only and self.tables and "excluded_paths" not in self.tables:
+            return set()
+        return {r[0] for r in self._query("SELECT path FROM excluded_paths")}
+
+    def readmit(self, paths: Sequence[str]) -> None:
+        """Forget that ``paths`` were removed by request."""
+        with self._tx() as db:
+            db.executemany("DELETE FROM excluded_paths WHERE path=?", [(str(p),) for p in paths])
 
     def ids_for_paths(self, paths: Sequence[str]) -> dict[str, int]:
         out = {}

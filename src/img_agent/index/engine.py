@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +26,15 @@ import numpy as np
 from img_agent.config import Settings
 from img_agent.errors import ImageDecodeError, InvalidInputError, ModelLoadingError, NotFoundError, StoreError
 from img_agent.index import faiss_plan
+from img_agent.index.collapse import collapse_hit_list, ranked_hits
+from img_agent.index.duplicates import DuplicatesReport, find_duplicates
 from img_agent.index.failures import read_only
 from img_agent.index.ingest import Ingest
 from img_agent.index.maintenance import Maintenance, load_view
+from img_agent.index.notes import Notes
 from img_agent.index.search import Ranked, Searcher, normalise
 from img_agent.index.state import State
+from img_agent.index.terms import Term, search_terms
 from img_agent.index.store_files import Opened, open_store
 from img_agent.results import (
     AddReport,
@@ -74,6 +78,7 @@ class Engine:
         self._maintenance = Maintenance(self._state)
         self._ingest = Ingest(self._state, self._maintenance)
         self._searcher = Searcher(self._state)
+        self.notes = Notes(self._state)  # tags and descriptions (write lock, read-only refusal: see Notes)
         if self._state.damaged_main and not self.read_only:
             self._maintenance.merge()  # every image went back to the buffer: build a new main index from it
 
@@ -195,6 +200,7 @@ class Engine:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         confine: Confinement | None = None,
+        walked: bool = False,
     ) -> AddReport:
         """Index image files and folders. New or changed files are encoded; the rest is reported.
 
@@ -202,10 +208,12 @@ class Engine:
         ``remove_missing``, images indexed under the given folders whose files are gone are removed.
         With ``confine`` the walk follows no symbolic link out of the allowed folders (see
         :func:`~img_agent.embed.images.iter_image_files`), and the given folders are not recorded
-        as :meth:`indexed_roots`: a confined caller cannot widen what later sessions allow.
+        as :meth:`indexed_roots`: a confined caller cannot widen what later sessions allow. Files removed by
+        request are skipped when a folder walk finds them and added again when named themselves (with
+        ``walked``, every path counts as found by a walk: a folder watch reports them so).
         """
         self._writable()
-        scan = self._ingest.scan(paths, recursive=recursive, confine=confine)
+        scan = self._ingest.scan(paths, recursive=recursive, confine=confine, walked=walked)
         return self._ingest.add(scan, self.encoder, remove_missing=remove_missing, progress=progress, cancel=cancel)
 
     def indexed_roots(self) -> list[str]:
@@ -216,21 +224,24 @@ class Engine:
         """Add precomputed embeddings with their paths (embeddings made elsewhere, benchmarks).
 
         Rows are L2-normalised here. ``metadata`` items may carry sha256, size, width, height,
-        format, mtime, description and tags. A path already indexed is replaced.
+        format, mtime, description, tags and the PhotoMeta keys (taken_at, camera_make, gps_lat, ...).
+        A path already indexed is replaced.
         """
         self._writable()
         return self._ingest.add_vectors(vectors, paths, dim=self.dim, metadata=metadata)
 
-    def remove(self, ids: Sequence[int] = (), paths: Sequence[str | Path] = (), *, dry_run: bool = False) -> RemoveReport:
+    def remove(self, ids: Sequence[int] = (), paths: Sequence[str | Path] = (), *, dry_run: bool = False,
+               exclude: bool = True) -> RemoveReport:
         """Remove images by id or path (a folder path removes everything indexed under it).
 
         Removal is logical and immediate: the next search no longer returns them. The vectors
         leave the main index at the next rebuild. With ``dry_run`` the report lists what would be
-        removed and nothing changes (it works on a read-only store too).
+        removed and nothing changes (it works on a read-only store too). With ``exclude`` (a removal by
+        request) a later folder walk leaves the removed files out; without it (files that vanished) not.
         """
         if not dry_run:
             self._writable()
-        return self._ingest.remove(ids, paths, dry_run=dry_run)
+        return self._ingest.remove(ids, paths, dry_run=dry_run, exclude=exclude)
 
     # -- maintenance --------------------------------------------------------------------------
     def merge(self, progress: ProgressCallback | None = None) -> MaintenanceReport:
@@ -276,30 +287,52 @@ class Engine:
         return faiss_plan.index_bytes(main) if main is not None else 0
 
     # -- searching ----------------------------------------------------------------------------
-    def search_text(self, query: str, k: int | None = None, filter: SearchFilter | None = None) -> list[SearchHit]:
+    def search_text(self, query: str, k: int | None = None, filter: SearchFilter | None = None,
+                    collapse: bool | float = False) -> list[SearchHit]:
+        """Images matching a text; ``collapse`` (True or a threshold): k different pictures (see collapse.py)."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("The text query is empty; describe what the images should show.")
         k = check_k(k, self.settings.topk)
         vec = self.encode_text([query])  # before the empty check: a missing model is reported even then
         if self._empty():
             return []
-        return self.search_vectors(vec, k, filter)[0]
+        return ranked_hits(self._state, self._searcher, self._queries(vec), k, filter, collapse)
 
-    def search_image(self, image: Path | str | bytes, k: int | None = None, filter: SearchFilter | None = None) -> list[SearchHit]:
+    def search_image(self, image: Path | str | bytes, k: int | None = None, filter: SearchFilter | None = None,
+                     collapse: bool | float = False) -> list[SearchHit]:
         k = check_k(k, self.settings.topk)
         vec = self.encode_image(image)
         if self._empty():
             return []
-        return self.search_vectors(vec[None, :], k, filter)[0]
+        return ranked_hits(self._state, self._searcher, self._queries(vec[None, :]), k, filter, collapse)
 
-    def search_similar(self, image_id: int, k: int | None = None, filter: SearchFilter | None = None) -> list[SearchHit]:
+    def search_similar(self, image_id: int, k: int | None = None, filter: SearchFilter | None = None,
+                       collapse: bool | float = False) -> list[SearchHit]:
         """Images most like an indexed one ("more like this"), excluding itself."""
         k = check_k(k, self.settings.topk)
         live = self._state.view.live
         if isinstance(image_id, bool) or not isinstance(image_id, (int, np.integer)) or not (0 <= image_id < len(live)) or not live[image_id]:
             raise NotFoundError(f"No live image has id {image_id}. Use an id from search results.")
         vec = self.store.get(np.array([image_id]))
-        return self._searcher.hits(vec, k, filter, exclude=int(image_id))[0]
+        return ranked_hits(self._state, self._searcher, vec, k, filter, collapse, exclude=int(image_id))
+
+    def collapse_hits(self, hits: Sequence[SearchHit], k: int | None = None, threshold: float | None = None) -> list[SearchHit]:
+        """Fold near-duplicates within a ranked hit list made elsewhere (:mod:`~img_agent.index.collapse`)."""
+        return collapse_hit_list(self._state, hits, check_k(k, len(hits) or 1), threshold)
+
+    def find_duplicates(self, threshold: float | None = None, folder: str | Path | None = None,
+                        progress: ProgressCallback | None = None,
+                        cancel: threading.Event | None = None) -> DuplicatesReport:
+        """Groups of live images (under ``folder``) with cosine >= ``threshold`` (:mod:`~img_agent.index.duplicates`)."""
+        return find_duplicates(self._state, threshold, folder, progress=progress, cancel=cancel)
+
+    def search_terms(self, terms: Sequence[Term], k: int | None = None, filter: SearchFilter | None = None,
+                     exclude_ids: Collection[int] = (), collapse: bool | float = False) -> list[SearchHit]:
+        """Search with the normalised weighted sum of the terms' unit vectors (:mod:`~img_agent.index.terms`);
+        images of positive ``image_id`` terms and ``exclude_ids`` are left out."""
+        k = check_k(k, self.settings.topk)
+        return search_terms(self._state, self._searcher, terms, k, filter, exclude_ids, collapse=collapse,
+                            encode_text=self.encode_text, encode_image=self.encode_image)
 
     def search_vectors(self, queries: np.ndarray, k: int | None = None, filter: SearchFilter | None = None) -> list[list[SearchHit]]:
         """Search with query embeddings (nq, dim); each row is normalised first."""

@@ -26,14 +26,17 @@ import numpy as np
 
 from img_agent.errors import InvalidInputError, NotFoundError, StoreWriteError
 from img_agent.index.catalog import INT64_MAX, INT64_MIN
+from img_agent.index.exclusions import Exclusions
 from img_agent.index.integrity import extend_segments
 from img_agent.index.maintenance import Maintenance
-from img_agent.index.rows import NewImage
+from img_agent.index.photo_backfill import backfill_photos
+from img_agent.index.rows import PHOTO_FIELDS, NewImage
 from img_agent.index.search import normalise
 from img_agent.index.state import State
 from img_agent.results import (
     AddReport,
     FileFacts,
+    PhotoMeta,
     ProgressCallback,
     RemoveReport,
     SkippedItem,
@@ -50,6 +53,8 @@ class Unchanged:
 
     image_id: int
     mtime: float
+    unread_path: str | None = None
+    """The path, when the row's EXIF facts were never read (a store migrated from format 1)."""
 
 
 @dataclass
@@ -60,6 +65,8 @@ class Scan:
     todo: list[Path] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     report: AddReport = field(default_factory=AddReport)
+    unread_meta: list[tuple[int, str]] = field(default_factory=list)
+    """(id, path) of unchanged files whose EXIF facts were never read: read after encoding."""
 
 
 @contextmanager
@@ -83,19 +90,26 @@ class Ingest:
         self._maintenance = maintenance
 
     # -- adding files -------------------------------------------------------------------------
-    def scan(self, paths: Iterable[str | Path], *, recursive: bool, confine: Confinement | None) -> Scan:
+    def scan(self, paths: Iterable[str | Path], *, recursive: bool, confine: Confinement | None,
+             walked: bool = False) -> Scan:
         """Walk ``paths``: files unchanged since they were indexed (same size and mtime) are counted, the rest is to do.
 
-        The given folders are remembered as :meth:`indexed_roots`, unless ``confine`` is given.
+        The given folders are remembered as :meth:`indexed_roots`, unless ``confine`` is given. A file removed
+        by request is skipped when found in a folder, and readmitted when named itself (unless ``walked``: every
+        path counts as found by a walk, as a folder watch reports them).
         """
         from img_agent.embed.images import iter_image_files
 
         catalog = self._state.catalog
         scan = Scan(paths=[Path(p).expanduser() for p in paths])
         report = scan.report
+        exclusions = Exclusions(catalog, scan.paths, walked=walked)
         for item in iter_image_files(scan.paths, recursive=recursive, confine=confine):
             if isinstance(item, SkippedItem):
                 report.skipped.append(item)
+                continue
+            if (kept_out := exclusions.skip(str(item))) is not None:
+                report.skipped.append(kept_out)
                 continue
             scan.seen.add(str(item))
             known = catalog.live_by_path(str(item))
@@ -107,8 +121,11 @@ class Ingest:
                     continue
                 if known.size == st.st_size and known.mtime == st.st_mtime:
                     report.unchanged += 1
+                    if not known.meta_read:
+                        scan.unread_meta.append((known.id, known.path))
                     continue
             scan.todo.append(item)
+        exclusions.commit()
         if confine is None:
             self._remember_roots(scan.paths)
         return scan
@@ -153,8 +170,12 @@ class Ingest:
                 elif isinstance(out, Unchanged):
                     self._state.catalog.touch(out.image_id, out.mtime)
                     report.unchanged += 1
+                    if out.unread_path is not None:
+                        scan.unread_meta.append((out.image_id, out.unread_path))
                 else:
                     report.skipped.append(out)
+            backfill_photos(self._state.catalog, scan.unread_meta, max_bytes=settings.max_file_bytes,
+                            max_pixels=settings.max_image_pixels, progress=progress, cancel=cancel)
         report.cancelled = bool(cancel is not None and cancel.is_set())
         if remove_missing and not report.cancelled:
             report.removed_missing = self._remove_missing([p for p in scan.paths if p.is_dir()], scan.seen)
@@ -171,7 +192,7 @@ class Ingest:
             facts = item.facts
             row = catalog.live_by_sha(facts.sha256)
             if row is not None and row.path == facts.path:
-                yield Unchanged(row.id, facts.mtime)
+                yield Unchanged(row.id, facts.mtime, None if row.meta_read else row.path)
             elif row is not None:
                 yield SkippedItem(path=facts.path, reason=f"duplicate of id {row.id} ({row.path})")
             elif facts.sha256 in first_with:
@@ -202,13 +223,17 @@ class Ingest:
             for image_id, path in self._state.catalog.live_paths_under(str(folder.resolve())):
                 if path not in seen and not os.path.exists(path):
                     gone.append(image_id)
-        return self.remove(ids=gone).removed if gone else []
+        return self.remove(ids=gone, exclude=False).removed if gone else []
 
     # -- adding vectors -----------------------------------------------------------------------
     def add_vectors(
         self, vectors: np.ndarray, paths: Sequence[str], *, dim: int | None, metadata: Sequence[dict] | None = None
     ) -> list[int]:
-        """Add precomputed embeddings with their paths; see :meth:`Engine.add_vectors`."""
+        """Add precomputed embeddings with their paths; see :meth:`Engine.add_vectors`.
+
+        A ``metadata`` item may carry sha256, size, width, height, format, mtime, description, tags and the
+        :class:`~img_agent.results.PhotoMeta` keys (taken_at, camera_make, gps_lat, ...).
+        """
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != len(paths):
             raise InvalidInputError(
@@ -221,15 +246,7 @@ class Ingest:
         if not len(vectors):
             return []
         vectors = normalise(vectors, "vectors")
-        rows = []
-        for i, path in enumerate(paths):
-            m = dict(metadata[i]) if metadata is not None else {}
-            facts = FileFacts(
-                path=str(path), size=int(m.get("size", 0)), mtime=float(m.get("mtime", 0.0)),
-                sha256=str(m.get("sha256", "")), width=int(m.get("width", 0)), height=int(m.get("height", 0)),
-                format=str(m.get("format", "")),
-            )
-            rows.append(NewImage(facts, m.get("description"), tuple(m.get("tags", ()))))
+        rows = [_vector_row(str(path), dict(metadata[i]) if metadata is not None else {}) for i, path in enumerate(paths)]
         if len({r.file.path for r in rows}) != len(rows):
             raise InvalidInputError("paths must be unique within one add_vectors call.")
         state = self._state
@@ -271,8 +288,12 @@ class Ingest:
         return ids.tolist()
 
     # -- removing -----------------------------------------------------------------------------
-    def remove(self, ids: Sequence[int] = (), paths: Sequence[str | Path] = (), *, dry_run: bool = False) -> RemoveReport:
-        """Remove images by id or path (a folder path removes everything indexed under it); see :meth:`Engine.remove`."""
+    def remove(self, ids: Sequence[int] = (), paths: Sequence[str | Path] = (), *, dry_run: bool = False,
+               exclude: bool = True) -> RemoveReport:
+        """Remove images by id or path (a folder path removes everything indexed under it); see :meth:`Engine.remove`.
+
+        With ``exclude`` (a removal by request) the removed paths stay out of later folder walks.
+        """
         catalog = self._state.catalog
         report = RemoveReport()
         by_id: set[int] = set()
@@ -298,7 +319,7 @@ class Ingest:
             report.dry_run = True
             removed = [i for i in sorted(wanted) if 0 <= i < len(live) and live[i]]
         else:
-            removed = self._mark_removed(sorted(wanted))
+            removed = self._mark_removed(sorted(wanted), exclude=exclude)
         report.removed = removed
         unmatched = sorted(by_id - set(removed))
         known = catalog.records(unmatched, include_deleted=True)  # any id left here that has a row was removed before
@@ -311,14 +332,32 @@ class Ingest:
             )
         return report
 
-    def _mark_removed(self, wanted: list[int]) -> list[int]:
-        """Mark ``wanted`` deleted in the catalog and publish the view without them; the ids that were live."""
+    def _mark_removed(self, wanted: list[int], *, exclude: bool) -> list[int]:
+        """Mark ``wanted`` deleted in the catalog (``exclude``: recording their paths as removed by request, in
+        the same transaction) and publish the view without them; the ids that were live."""
         catalog = self._state.catalog
         with self._state.write_lock:
-            removed = catalog.mark_deleted(wanted)
+            removed = catalog.mark_deleted(wanted, exclude=exclude)
             if removed:
                 view = self._state.view
                 live = view.live.copy()
                 live[np.asarray(removed, dtype=np.int64)] = False
                 self._state.view = view.with_live(live)
         return removed
+
+
+def _vector_row(path: str, m: dict) -> NewImage:
+    """The catalog row of a vector added with metadata ``m`` (tags trimmed, one per case-insensitive name)."""
+    photo_keys = [key for key in PHOTO_FIELDS if key in m]
+    photo = PhotoMeta(**{key: m[key] for key in photo_keys}) if photo_keys else None
+    facts = FileFacts(
+        path=path, size=int(m.get("size", 0)), mtime=float(m.get("mtime", 0.0)), sha256=str(m.get("sha256", "")),
+        width=int(m.get("width", 0)), height=int(m.get("height", 0)), format=str(m.get("format", "")), photo=photo,
+    )
+    tags: dict[str, str] = {}
+    for raw in m.get("tags", ()):
+        tag = " ".join(str(raw).split())
+        if not 1 <= len(tag) <= 64:
+            raise InvalidInputError(f"A tag must have 1-64 characters after trimming; got {raw!r} for {path}.")
+        tags.setdefault(tag.lower(), tag)
+    return NewImage(facts, m.get("description"), tuple(tags.values()))

@@ -36,6 +36,8 @@ class LiveRow:
     size: int
     mtime: float
     path: str
+    meta_read: int = 1
+    """0 for rows indexed before EXIF facts were recorded (a store migrated from format 1)."""
 
 
 @dataclass(frozen=True)

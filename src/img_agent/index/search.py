@@ -2,8 +2,9 @@
 
 Scores are inner products of unit vectors (cosine similarity): the main index gives them exactly
 when it stores full vectors; compressed codes give candidates that are re-ranked exactly from the
-vector store. A filter or a ``more like this`` exclusion is applied inside the index search as a
-bitmap, so k results come back whenever k exist.
+vector store. A filter (:mod:`~img_agent.index.filters`) or a ``more like this`` exclusion is applied
+inside the index search as a bitmap, so k results come back whenever k exist; a filter's ``min_score``
+then drops the results scoring below it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import numpy as np
 
 from img_agent.errors import InvalidInputError
-from img_agent.index import faiss_plan
+from img_agent.index import faiss_plan, filters
 from img_agent.index.state import EMPTY_IDS, State, View
 from img_agent.results import SearchFilter, SearchHit
 
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 EXACT_SUBSET_MAX = 20_000  # filtered searches over at most this many images are done exactly
 _EXACT_CHUNK = 65_536
 
+Exclude = int | list[int] | None
+"""Live ids a search leaves out (``more like this`` of an image, or the images of a combined query)."""
 Ranked = list[tuple[np.ndarray, np.ndarray]]
 """Per query: (ids int64, cosine scores float32), best first."""
 
@@ -33,7 +36,7 @@ class Searcher:
     def __init__(self, state: State) -> None:
         self._state = state
 
-    def hits(self, q: np.ndarray, k: int, filter: SearchFilter | None, exclude: int | None = None) -> list[list[SearchHit]]:
+    def hits(self, q: np.ndarray, k: int, filter: SearchFilter | None, exclude: Exclude = None) -> list[list[SearchHit]]:
         """Per query (unit rows of ``q``), the top-k hits with their catalog records."""
         ranked = self.ids(q, k, filter, exclude)
         # Results are those of the view's moment: an image removed since then keeps its record here.
@@ -49,19 +52,25 @@ class Searcher:
             out.append(hits)
         return out
 
-    def ids(self, q: np.ndarray, k: int, filter: SearchFilter | None, exclude: int | None = None) -> Ranked:
-        """Per query (unit rows of ``q``), the top-k live ids allowed by ``filter``, minus ``exclude``."""
+    def ids(self, q: np.ndarray, k: int, filter: SearchFilter | None, exclude: Exclude = None) -> Ranked:
+        """Per query (unit rows of ``q``), the top-k live ids allowed by ``filter``, minus ``exclude`` (live ids)."""
         view = self._state.view
         mask = None
-        if filter is not None and filter.active:
-            ids = self._state.catalog.filtered_ids(filter.path_prefix, filter.path_glob)
+        if filter is not None:
+            filters.check(filter)
+        if filter is not None and filter.selects:
+            ids = self._state.catalog.filtered_ids(filter)
             mask = np.zeros_like(view.live)
             mask[ids[ids < len(mask)]] = True
             mask &= view.live
         if exclude is not None:
             mask = view.live.copy() if mask is None else mask
             mask[exclude] = False
-        return self.in_view(view, q, k, mask)
+        ranked = self.in_view(view, q, k, mask)
+        if filter is not None and filter.min_score is not None:
+            # A score floor is no condition on the images: it cuts the ranking, so fewer than k may remain.
+            ranked = [(ids[scores >= filter.min_score], scores[scores >= filter.min_score]) for ids, scores in ranked]
+        return ranked
 
     def in_view(self, view: View, q: np.ndarray, k: int, mask: np.ndarray | None) -> Ranked:
         """Top-k (ids, cosine scores) per query over main + buffer of ``view``, honouring ``mask``."""

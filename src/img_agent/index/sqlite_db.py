@@ -150,6 +150,14 @@ class Database:
                     "UTF-8 names only, so nothing can match it. Rename the file to UTF-8 (e.g. with convmv)."
                 ) from None
 
+    def transaction(self) -> Database._Tx:
+        """``with db.transaction() as conn:`` one write transaction (read-only: StoreReadOnlyError)."""
+        return self._tx()
+
+    def query(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        """The rows of one read, SQLite errors turned into store errors."""
+        return self._query(sql, params)
+
     def backup_to(self, path: Path) -> None:
         """Copy the database, as of now, to a new file ``path`` (SQLite's online backup)."""
         with self._lock:

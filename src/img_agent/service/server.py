@@ -5,8 +5,8 @@ It holds the store's lock for its whole life (a second service of the same store
 serves there the MCP streamable-HTTP endpoint (``/mcp``, one session per stdio bridge) and the
 small JSON interface the CLI and :func:`img_agent.connect` use (``/api/...``). On request
 (``POST /api/service/web``) it also serves the web side (:mod:`img_agent.web`) on a TCP port. It
-stops after ``idle_timeout`` seconds without requests or jobs (never while the web side is on), on
-``POST /api/service/stop`` and on SIGTERM.
+stops after ``idle_timeout`` seconds without requests or jobs (never while the web side is on or
+folders are watched, :mod:`~img_agent.service.watcher`), on ``POST /api/service/stop`` and on SIGTERM.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from img_agent.service.status import ModelState, ServiceStatus
 if TYPE_CHECKING:
     from img_agent.config import LLMSettings, Settings
     from img_agent.index.engine import Engine
+    from img_agent.service.watcher import ServiceWatch
     from img_agent.service.web_listener import WebListener
     from img_agent.tools.image_tools import ImageTools
 
@@ -122,6 +123,8 @@ class Service:
         """The HTTP listener for browsers and API clients, once started (:func:`~img_agent.service.web_listener.start_web`)."""
         self.web_token: str | None = None
         self.web_lock = threading.Lock()
+        self.watch: ServiceWatch | None = None
+        """The watch of ``settings.watch_folders``, once started (:mod:`~img_agent.service.watcher`)."""
 
     def tools_for_request(self, headers: Mapping[str, str] | None) -> ImageTools:
         """The tools for one client's call: confined to the folders its roots header names (default: the
@@ -181,14 +184,18 @@ class Service:
             clients=self.activity.clients(), open_requests=self.activity.open_requests(),
             idle_for_s=round(self.activity.idle_for(), 2), idle_timeout_s=self.idle_timeout,
             memory_rss_bytes=_rss_bytes(), model=model, jobs=self.jobs.list(),
+            watching=self.watch.folders if self.watch is not None else [],
         )
 
     def idle(self) -> bool:
-        """Whether to stop for idleness: never while the web listener is on (a browser may come back)."""
-        return (self.idle_timeout > 0 and self.web is None and not self.jobs.running()
+        """Whether to stop for idleness: never while the web listener is on (a browser may come back) or
+        folders are watched."""
+        return (self.idle_timeout > 0 and self.web is None and self.watch is None and not self.jobs.running()
                 and self.activity.idle_for() >= self.idle_timeout)
 
     def close(self) -> None:
+        if self.watch is not None:
+            self.watch.stop()
         if self.web is not None:
             self.web.stop()
         self.jobs.cancel_all(wait=10.0)
@@ -242,6 +249,8 @@ def run_service(settings: Settings, llm_settings: LLMSettings) -> int:
     """Serve the store until idle, stopped or signalled; returns the process exit status."""
     import uvicorn
 
+    from img_agent.service.watcher import ServiceWatch
+
     paths = ServicePaths.of(settings.data_dir)
     paths.ensure_runtime_dir()
     try:
@@ -257,6 +266,7 @@ def run_service(settings: Settings, llm_settings: LLMSettings) -> int:
                                 timeout_graceful_shutdown=3, access_log=False)
         server = uvicorn.Server(config)
         threading.Thread(target=service.load_model, name="img-agent-model", daemon=True).start()
+        service.watch = ServiceWatch.start_for(service)
 
         def watch() -> None:
             while not server.should_exit:

@@ -34,3 +34,6 @@ class ServiceStatus(BaseModel):
     memory_rss_bytes: int
     model: ModelState
     jobs: list[JobInfo]
+    watching: list[str] = Field(
+        default_factory=list, description="Folders the service keeps in step with the index (IMG_AGENT_WATCH_FOLDERS)."
+    )

@@ -148,14 +148,18 @@ class FakeEngine:
         self.searches.append((texts, k))
         return [self._ranked(self.rankings.get(text, self.default), k, filter) for text in texts]
 
-    def search_text(self, query: str, k: int | None = None, filter: SearchFilter | None = None) -> list[SearchHit]:
+    def search_text(self, query: str, k: int | None = None, filter: SearchFilter | None = None,
+                    collapse: bool | float = False) -> list[SearchHit]:
+        _no_collapse(collapse)
         if not query.strip():
             raise InvalidInputError("The text query is empty; describe what the images should show.")
         return self.search_vectors(self.encode_text([query]), k, filter)[0]
 
-    def search_image(self, image: Path | str | bytes, k: int | None = None, filter: SearchFilter | None = None) -> list[SearchHit]:
+    def search_image(self, image: Path | str | bytes, k: int | None = None, filter: SearchFilter | None = None,
+                     collapse: bool | float = False) -> list[SearchHit]:
         from PIL import Image, UnidentifiedImageError
 
+        _no_collapse(collapse)
         data = image if isinstance(image, bytes) else Path(image).read_bytes()
         try:
             with Image.open(io.BytesIO(data)) as decoded:
@@ -164,7 +168,9 @@ class FakeEngine:
             raise ImageDecodeError(f"cannot decode the image: {type(exc).__name__}. Send a JPEG, PNG or WebP file.") from exc
         return self._ranked(None, check_k(k, self.settings.topk), filter)
 
-    def search_similar(self, image_id: int, k: int | None = None, filter: SearchFilter | None = None) -> list[SearchHit]:
+    def search_similar(self, image_id: int, k: int | None = None, filter: SearchFilter | None = None,
+                       collapse: bool | float = False) -> list[SearchHit]:
+        _no_collapse(collapse)
         if image_id not in self.live:
             raise NotFoundError(f"No live image has id {image_id}. Use an id from search results.")
         return self._ranked(None, check_k(k, self.settings.topk), filter, exclude=image_id)
@@ -178,7 +184,7 @@ class FakeEngine:
         hits: list[SearchHit] = []
         for image_id, score in ranking:
             rec = self.records.get(image_id)
-            if image_id == exclude or image_id not in self.live or rec is None or not _passes(rec.path, flt):
+            if image_id == exclude or image_id not in self.live or rec is None or not _passes(rec, score, flt):
                 continue
             hits.append(SearchHit(**rec.model_dump(), rank=len(hits) + 1, score=score))
         return hits[:k]
@@ -196,6 +202,7 @@ class FakeEngine:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         confine: object | None = None,
+        walked: bool = False,
     ) -> AddReport:
         from PIL import Image, UnidentifiedImageError
 
@@ -239,7 +246,8 @@ class FakeEngine:
         self.add_finished.set()
         return report
 
-    def remove(self, ids: Sequence[int] = (), paths: Sequence[str | Path] = (), *, dry_run: bool = False) -> RemoveReport:
+    def remove(self, ids: Sequence[int] = (), paths: Sequence[str | Path] = (), *, dry_run: bool = False,
+               exclude: bool = True) -> RemoveReport:
         report = RemoveReport(dry_run=dry_run)
         for image_id in ids:
             if image_id in self.live:
@@ -320,9 +328,39 @@ class FakeEngine:
         self.closed = True
 
 
-def _passes(path: str, flt: SearchFilter | None) -> bool:
+def _passes(rec: ImageRecord, score: float, flt: SearchFilter | None) -> bool:
+    """Whether ``rec`` meets ``flt``: folder, glob, formats, tags, text, size, GPS and score conditions
+    (time ranges and bbox are the real engine's; a fake given one refuses it)."""
     if flt is None:
         return True
-    if flt.path_prefix and not path.startswith(flt.path_prefix):
-        return False
-    return not flt.path_glob or fnmatch.fnmatchcase(path, flt.path_glob)
+    if any(getattr(flt, name) is not None for name in ("taken_after", "taken_before", "modified_after",
+                                                         "modified_before", "bbox")):
+        raise InvalidInputError("FakeEngine does not apply time or bbox conditions; test them on a real engine.")
+    tags = {t.lower() for t in rec.tags}
+    path = rec.path if flt.glob_case_sensitive else rec.path.lower()
+    checks = (
+        flt.folder is None or path_under(rec.path, flt.folder),
+        flt.glob is None or fnmatch.fnmatchcase(path, flt.glob if flt.glob_case_sensitive else flt.glob.lower()),
+        flt.formats is None or rec.format.upper() in {f.upper().replace("JPG", "JPEG") for f in flt.formats},
+        flt.camera is None or flt.camera.lower() in f"{rec.camera_make or ''} {rec.camera_model or ''}".lower(),
+        flt.description is None or flt.description.lower() in (rec.description or "").lower(),
+        flt.has_gps is None or flt.has_gps == (rec.gps_lat is not None and rec.gps_lon is not None),
+        flt.min_width is None or rec.width >= flt.min_width,
+        flt.min_height is None or rec.height >= flt.min_height,
+        not flt.tags_any or bool(tags & {t.lower() for t in flt.tags_any}),
+        not flt.tags_all or {t.lower() for t in flt.tags_all} <= tags,
+        not flt.tags_none or not tags & {t.lower() for t in flt.tags_none},
+        flt.min_score is None or score >= flt.min_score,
+    )
+    return all(checks)
+
+
+def path_under(path: str, folder: str) -> bool:
+    """Whether ``path`` lies in ``folder`` or below it, by whole components."""
+    return path.startswith(folder.rstrip("/") + "/")
+
+
+def _no_collapse(collapse: bool | float) -> None:
+    """The fake keeps no vectors to compare: collapsing is refused rather than ignored."""
+    if collapse is not False:
+        raise InvalidInputError("The fake engine cannot collapse near-duplicates; test collapsing on a real Engine.")

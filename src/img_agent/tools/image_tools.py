@@ -20,10 +20,8 @@ from pydantic import Field
 
 from img_agent.errors import ImageDecodeError, InvalidInputError
 from img_agent.results import (
+    MAX_TOPK,
     AddReport,
-    IndexStatus,
-    JobInfo,
-    MaintenanceReport,
     ProgressCallback,
     RemoveReport,
     SearchFilter,
@@ -31,12 +29,18 @@ from img_agent.results import (
     SkippedItem,
 )
 from img_agent.tools.confined import ConfinedImages, query_image_guard, removal_targets
+from img_agent.tools.duplicate_tools import DuplicateTools
 from img_agent.tools.jobs import JobRegistry
-from img_agent.tools.limits import (MAX_ANSWER_K, MAX_IDS_PER_CALL, MAX_INDEX_STRING_CHARS, MAX_PATHS_PER_CALL,
+from img_agent.tools.limits import (MAX_ANSWER_K, MAX_IDS_PER_CALL, MAX_PATHS_PER_CALL,
                                      MAX_QUERY_CHARS, PROGRESS_POLL_S)
+from img_agent.tools.query_tools import QueryTools
+from img_agent.tools.store_tools import MaintenanceTools
+from img_agent.tools.note_tools import NoteTools
+from img_agent.tools.watch_tools import WatchTools
 from img_agent.tools.sandbox import MAX_INLINE_IMAGE_BYTES, MAX_INLINE_IMAGE_CHARS, Sandbox
-from img_agent.tools.shapes import AnswerResult, AnswerSource, PathGlob, PathPrefix, SearchResult, ToolHit, TopK
+from img_agent.tools.shapes import AnswerResult, AnswerSource, CollapseDuplicates, SearchResult, ToolHit, TopK
 from img_agent.tools.spec import INJECTED, ToolSpec, UnknownToolError, specs_of, tool
+from img_agent.tools.where import NO_MATCH_NOTE, Where, confine_where
 
 if TYPE_CHECKING:
     from img_agent.agent.llm import LLMClient
@@ -61,7 +65,7 @@ def default_sandbox(engine: Engine, roots: Sequence[Path] | None = None) -> Sand
 # ---------------------------------------------------------------------------------- the tools
 
 
-class ImageTools:
+class ImageTools(MaintenanceTools, QueryTools, WatchTools, DuplicateTools, NoteTools):
     """The tool implementations, over one engine. Thread-safe: the engine is, nothing here mutates.
 
     Args:
@@ -91,8 +95,8 @@ class ImageTools:
             "English works best.",
         )],
         k: TopK = None,
-        path_prefix: PathPrefix = None,
-        path_glob: PathGlob = None,
+        where: Where = None,
+        collapse_duplicates: CollapseDuplicates = False,
         expand: Annotated[bool, Field(
             description="Also search a few LLM-written rewrites of the query and fuse the results (finds more "
             "for vague or non-English queries; needs a configured LLM, otherwise a plain search with a note)."
@@ -108,15 +112,18 @@ class ImageTools:
         if not query:
             raise InvalidInputError("The query is empty; describe what the images should show.")
         self._raise_if_empty()  # before the model is needed
-        flt = SearchFilter.of(path_prefix, path_glob)
+        flt = confine_where(self.sandbox, where)
         if expand:
             from img_agent.agent.rag import rag_search  # imports the openai client: not at server start
 
             k_eff = k if k is not None else self.engine.settings.topk
-            rag = rag_search(self.images, self.llm, query, k_eff, expand=True, explain=False, filter=flt)
-            result = SearchResult(query=query, hits=_tool_hits(rag.results), queries=rag.expanded_queries, notes=list(rag.notes))
+            # collapsing folds within the fused list: fetch more so k different pictures usually remain
+            k_rag = min(k_eff * 3, MAX_TOPK) if collapse_duplicates else k_eff
+            rag = rag_search(self.images, self.llm, query, k_rag, expand=True, explain=False, filter=flt)
+            hits = self.engine.collapse_hits(rag.results, k=k_eff) if collapse_duplicates else rag.results
+            result = SearchResult(query=query, hits=_tool_hits(hits), queries=rag.expanded_queries, notes=list(rag.notes))
         else:
-            found = self.engine.search_text(query, k=k, filter=flt)
+            found = self.engine.search_text(query, k=k, filter=flt, collapse=collapse_duplicates)
             result = SearchResult(query=query, hits=_tool_hits(found), queries=[query])
         return self._checked(result, flt)
 
@@ -138,8 +145,8 @@ class ImageTools:
             ge=0, description="The id of an indexed image (from earlier results): find images like it, excluding itself."
         )] = None,
         k: TopK = None,
-        path_prefix: PathPrefix = None,
-        path_glob: PathGlob = None,
+        where: Where = None,
+        collapse_duplicates: CollapseDuplicates = False,
     ) -> SearchResult:
         """Find indexed images that look like an example image (CLIP), best first.
 
@@ -150,18 +157,18 @@ class ImageTools:
         if len(given) != 1:
             detail = "none was given" if not given else f"got {', '.join(given)}"
             raise InvalidInputError(f"Give exactly one of path, image_base64 or image_id ({detail}).")
-        flt = SearchFilter.of(path_prefix, path_glob)
+        flt = confine_where(self.sandbox, where)
         if path is not None:
             resolved, data = self.sandbox.read_file(path)
             query = f"image file {resolved}"
-            hits = self._search_image(data, k, flt, what=repr(path))
+            hits = self._search_image(data, k, flt, collapse_duplicates, what=repr(path))
         elif image_base64 is not None:
             data = self.sandbox.decode_base64(image_base64)
             query = f"inline image ({len(data):,} bytes)"
-            hits = self._search_image(data, k, flt, what="image_base64")
+            hits = self._search_image(data, k, flt, collapse_duplicates, what="image_base64")
         else:
             assert image_id is not None  # narrowed by the count above
-            hits = self.engine.search_similar(image_id, k=k, filter=flt)
+            hits = self.engine.search_similar(image_id, k=k, filter=flt, collapse=collapse_duplicates)
             query = f"image id {image_id}"
         return self._checked(SearchResult(query=query, hits=_tool_hits(hits)), flt)
 
@@ -176,8 +183,7 @@ class ImageTools:
         k: Annotated[int | None, Field(
             ge=1, le=MAX_ANSWER_K, description=f"How many relevant images to retrieve and consider (1-{MAX_ANSWER_K}); null = a few."
         )] = None,
-        path_prefix: PathPrefix = None,
-        path_glob: PathGlob = None,
+        where: Where = None,
     ) -> AnswerResult:
         """Answer a question from the most relevant indexed images.
 
@@ -190,7 +196,7 @@ class ImageTools:
             answer_question,
         )
 
-        flt = SearchFilter.of(path_prefix, path_glob)
+        flt = confine_where(self.sandbox, where)
         qa = answer_question(self.images, self.llm, question, k if k is not None else DEFAULT_QA_K, filter=flt)
         if not qa.sources:
             self._raise_if_empty()
@@ -211,7 +217,8 @@ class ImageTools:
         paths: Annotated[list[Annotated[str, Field(max_length=4096)]], Field(
             min_length=1, max_length=MAX_PATHS_PER_CALL,
             description="Image files and/or folders inside the allowed folders (absolute, or relative to an "
-            "allowed folder). Folders are searched for .jpg .jpeg .png .gif .bmp .tif .tiff .webp files.",
+            "allowed folder). Folders are searched for .jpg .jpeg .png .gif .bmp .tif .tiff .webp .heic .heif .avif "
+            "files.",
         )],
         recursive: Annotated[bool, Field(description="Also add images in subfolders of the given folders.")] = True,
         prune: Annotated[bool, Field(
@@ -257,14 +264,8 @@ class ImageTools:
             return report.model_copy(update={"skipped": skipped + report.skipped})
 
         job_id = self.jobs.start("add", "add " + ", ".join(paths[:3]) + (" ..." if len(paths) > 3 else ""), work)
-        while True:
-            info, report = self.jobs.wait(job_id, timeout=PROGRESS_POLL_S if wait else 0)
-            if progress is not None and (info.done or info.total):
-                progress(info.done, info.total, info.message)
-            if info.state != "running":
-                return report if isinstance(report, AddReport) else AddReport(skipped=skipped, job=info)
-            if not wait or (cancel is not None and cancel.is_set()):  # the caller leaves; the job goes on
-                return AddReport(skipped=skipped, job=info)
+        info, report = self.jobs.follow(job_id, wait=wait, progress=progress, cancel=cancel, poll=PROGRESS_POLL_S)
+        return report if isinstance(report, AddReport) else AddReport(skipped=skipped, job=info)
 
     @tool(title="Remove images from the index", read_only=False, destructive=True, idempotent=True)
     def remove_images(
@@ -291,64 +292,17 @@ class ImageTools:
         ids, resolved = removal_targets(self.engine, self.sandbox, ids or (), paths or ())
         return self.engine.remove(ids=ids, paths=resolved, dry_run=dry_run)
 
-    # -- maintenance ---------------------------------------------------------------------------
-
-    @tool(title="Merge recently added images into the main index", read_only=False, destructive=False, idempotent=True)
-    def merge_buffer(
-        self,
-        progress: Annotated[ProgressCallback | None, INJECTED] = None,
-    ) -> MaintenanceReport:
-        """Move recently added images from the exact buffer into the main index, without retraining.
-
-        Searches see every image either way; merging keeps searches fast once many images were added.
-        index_status says when a merge is advised. Quick; does nothing when the buffer is empty.
-        """
-        return self.engine.merge(progress=progress)
-
-    @tool(title="Rebuild the index", read_only=False, destructive=False, idempotent=True)
-    def rebuild_index(
-        self,
-        index_string: Annotated[str | None, Field(
-            max_length=MAX_INDEX_STRING_CHARS,
-            description="Faiss index type to build, e.g. 'Flat', 'IVF1024,SQ8' or 'IVF4096,PQ32x8'; "
-            "null = the configured choice ('auto' picks by collection size).",
-        )] = None,
-        progress: Annotated[ProgressCallback | None, INJECTED] = None,
-    ) -> MaintenanceReport:
-        """Retrain and rebuild the main index from the stored vectors of all live images.
-
-        Drops removed images for good and re-fits the index to the collection's size. Searches keep working
-        meanwhile. Takes seconds to minutes for large collections; index_status says when it is advised.
-        """
-        return self.engine.rebuild(progress=progress, index_string=index_string or None)
-
-    @tool(title="Show index status", read_only=True, destructive=False, idempotent=True)
-    def index_status(self) -> IndexStatus:
-        """How many images are indexed and searchable, how the index is built, the CLIP model in use, and
-        advice (hints) on whether a merge or rebuild is due."""
-        return self.engine.status().model_copy(update={"jobs": self.jobs.list()})
-
-    @tool(title="Cancel an indexing job", read_only=False, destructive=False, idempotent=True)
-    def cancel_job(
-        self,
-        job_id: Annotated[str, Field(min_length=1, max_length=100, description="The job's id, e.g. 'add-3'.")],
-    ) -> JobInfo:
-        """Stop a running indexing job (see index_status) at its next batch. What it added so far stays
-        indexed and searchable; its report says so."""
-        self.jobs.cancel(job_id)
-        info, _ = self.jobs.wait(job_id, timeout=PROGRESS_POLL_S * 10)
-        return info
-
     # -- helpers -------------------------------------------------------------------------------
 
     def thumbnail(self, image_id: int, max_side: int = 256, quality: int = 80) -> bytes:
         """A JPEG thumbnail of an indexed image, read inside the allowed folders (see :class:`ConfinedImages`)."""
         return self.images.thumbnail(image_id, max_side=max_side, quality=quality)
 
-    def _search_image(self, data: bytes, k: int | None, flt: SearchFilter | None, *, what: str) -> list[SearchHit]:
+    def _search_image(self, data: bytes, k: int | None, flt: SearchFilter | None, collapse: bool, *,
+                      what: str) -> list[SearchHit]:
         try:
             with query_image_guard(data, self.engine.settings):
-                return self.engine.search_image(data, k=k, filter=flt)
+                return self.engine.search_image(data, k=k, filter=flt, collapse=collapse)
         except ImageDecodeError as exc:
             reason = str(exc).rstrip(". ")
             raise ImageDecodeError(f"{what} cannot be used as a query image ({reason}). Give a JPEG, PNG or WebP image.") from exc
@@ -359,7 +313,7 @@ class ImageTools:
         if not result.hits:
             self._raise_if_empty()
             if flt is not None:
-                result.notes.append("No indexed image matches path_prefix/path_glob; loosen or drop the filter.")
+                result.notes.append(NO_MATCH_NOTE)
         return result
 
     def _raise_if_empty(self) -> None:

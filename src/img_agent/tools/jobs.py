@@ -110,6 +110,20 @@ class JobRegistry:
             raise job.exception
         return job.snapshot(), job.report
 
+    def follow(self, job_id: str, *, wait: bool, progress: ProgressCallback | None = None,
+               cancel: threading.Event | None = None, poll: float = 0.1) -> tuple[JobInfo, BaseModel | None]:
+        """Follow a job for the call that started it: until it ends (``wait``), or return at once (not
+        ``wait``) or when the caller leaves (``cancel`` set; the job goes on). Progress is passed to
+        ``progress``. Returns the job's state and its report, None while it still runs."""
+        while True:
+            info, report = self.wait(job_id, timeout=poll if wait else 0)
+            if progress is not None and (info.done or info.total):
+                progress(info.done, info.total, info.message)
+            if info.state != "running":
+                return info, report
+            if not wait or (cancel is not None and cancel.is_set()):
+                return info, None
+
     def cancel(self, job_id: str) -> JobInfo:
         """Ask a job to stop at its next batch.
 

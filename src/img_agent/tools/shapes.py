@@ -1,4 +1,4 @@
-"""Shapes the tools share: parameter types (k, path filters) and results beyond the engine's own."""
+"""Shapes the tools share: parameter types (k) and results beyond the engine's own."""
 
 from __future__ import annotations
 
@@ -6,22 +6,18 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from img_agent.results import MAX_TOPK, SearchHit
+from img_agent.results import DEFAULT_DUPLICATE_THRESHOLD, MAX_TOPK, SearchHit
 
 TopK = Annotated[
     int | None,
     Field(ge=1, le=MAX_TOPK, description=f"How many images to return (1-{MAX_TOPK}); null = the server's default (usually 20)."),
 ]
-PathPrefix = Annotated[
-    str | None,
-    Field(max_length=4096, description="Only return images whose absolute path starts with this, e.g. '/photos/2023/'. "
-          "null = no filter."),
-]
-PathGlob = Annotated[
-    str | None,
-    Field(max_length=4096, description="Only return images whose absolute path matches this glob ('*' also spans '/'), "
-          "e.g. '*/holidays/*.jpg'. null = no filter."),
-]
+
+
+CollapseDuplicates = Annotated[bool, Field(
+    description=f"Fold near-duplicates (cosine >= {DEFAULT_DUPLICATE_THRESHOLD:g}) of a better hit into it, listed in its "
+    "'duplicates', so the k results are k different pictures.",
+)]
 
 
 class ToolHit(SearchHit):
@@ -29,6 +25,10 @@ class ToolHit(SearchHit):
 
     matched_queries: list[str] | None = Field(
         None, description="With expand: the query variants whose results contained this image."
+    )
+    duplicates: list[int] | None = Field(
+        None, description="With collapse_duplicates: ids of lower-ranked near-duplicates of this image (the same "
+        "picture resized, re-encoded or slightly cropped) folded into it; null when results are not collapsed."
     )
 
 

@@ -307,13 +307,12 @@ def spec_from_method(function: Callable[..., Any]) -> ToolSpec:
 
 
 def specs_of(cls: type) -> tuple[ToolSpec, ...]:
-    """The specs of every method of ``cls`` and its bases marked with :func:`tool`: bases first (in the order
-    they are listed), each in definition order."""
+    """The specs of every method of ``cls`` and its bases marked with :func:`tool`: the class's own first,
+    then each base's in the order the bases are listed, each in definition order."""
     seen: dict[str, object] = {}
-    for klass in reversed(cls.__mro__):
+    for klass in cls.__mro__:
         for name, member in vars(klass).items():
-            if hasattr(member, "__tool_marks__"):
-                seen.pop(name, None)
+            if hasattr(member, "__tool_marks__") and name not in seen:
                 seen[name] = member
     return tuple(spec_from_method(member) for member in seen.values())
 

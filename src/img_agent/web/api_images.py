@@ -20,7 +20,8 @@ from img_agent.web.thumbs import CACHE_CONTROL, DEFAULT_SIDE, MAX_SIDE, MIN_SIDE
 router = APIRouter(tags=["images"])
 
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "BMP": "image/bmp",
-               "TIFF": "image/tiff", "WEBP": "image/webp", "MPO": "image/jpeg"}
+               "TIFF": "image/tiff", "WEBP": "image/webp", "MPO": "image/jpeg", "HEIF": "image/heif",
+               "AVIF": "image/avif"}
 FILE_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox; default-src 'none'",
                 "Cache-Control": "private, no-cache"}
 

@@ -24,6 +24,7 @@ from img_agent.results import MAX_TOPK
 from img_agent.tools.image_tools import TOOL_SPECS, ImageTools
 from img_agent.tools.openai_tools import chat_completions_tools, dispatch
 from img_agent.tools.shapes import SearchResult, ToolHit
+from img_agent.tools.where import confine_where
 from img_agent.web.deps import Deps, WebDeps, call_tool
 from img_agent.web.errors import RequestTooLargeError
 from img_agent.web.models import (
@@ -73,19 +74,19 @@ def search(body: SearchRequest, deps: Deps) -> SearchPage:
     if body.expand:
         _ready(deps)
         recipe = RagRequest(query=body.query, k=depth(body.offset, body.k), explain=body.offset == 0,
-                            path_prefix=body.path_prefix, path_glob=body.path_glob)
+                            where=confine_where(tools.sandbox, body.where))
         rag = recipe.run(tools.images, tools.llm)
         hits = [ToolHit.model_validate(hit.model_dump()) for hit in rag.results]
         return page(hits, body.offset, body.k, expanded_queries=rag.expanded_queries,
                     explanation=rag.ai_explanation, notes=rag.notes)
     result = call_tool(tools, "search_by_text", {"query": body.query, "k": depth(body.offset, body.k),
-                                                 "path_prefix": body.path_prefix, "path_glob": body.path_glob})
+                                                 "where": body.where, "collapse_duplicates": body.collapse_duplicates})
     return _result_page(result, body.offset, body.k)
 
 
-def _image_page(tools: ImageTools, data: bytes, offset: int, k: int) -> SearchPage:
+def _image_page(tools: ImageTools, data: bytes, offset: int, k: int, where: object = None) -> SearchPage:
     encoded = base64.b64encode(data).decode("ascii")
-    result = call_tool(tools, "search_by_image", {"image_base64": encoded, "k": depth(offset, k)})
+    result = call_tool(tools, "search_by_image", {"image_base64": encoded, "k": depth(offset, k), "where": where})
     return _result_page(result, offset, k)
 
 
@@ -101,9 +102,21 @@ async def _upload_bytes(upload: FormFile, limit: int) -> bytes:
 
 _IMAGE_BODY = {"requestBody": {"content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["image"], "properties": {
-        "image": {"type": "string", "format": "binary"}, "k": {"type": "integer"}, "offset": {"type": "integer"}}}},
+        "image": {"type": "string", "format": "binary"}, "k": {"type": "integer"}, "offset": {"type": "integer"},
+        "where": {"type": "string", "description": "The search filter as JSON text (see SearchFilter)."}}}},
     "application/json": {"schema": ImageSearchRequest.model_json_schema()},
 }}}
+
+
+def _form_where(text: object) -> object:
+    """The ``where`` form field (JSON text) as data for the tool, which validates it; None when absent."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise InvalidInputError("The form field 'where' is not valid JSON; send the filter as a JSON object, e.g. "
+                                '{"folder": "/photos/2024", "formats": ["JPEG"]}.') from None
 
 
 @router.post("/api/search/image", tags=["search"], openapi_extra=_IMAGE_BODY)
@@ -117,7 +130,8 @@ async def search_image(request: Request, deps: Deps) -> SearchPage:
             raise InvalidInputError("Send the image as the multipart file field 'image'.")
         data = await _upload_bytes(upload, deps.max_upload)
         body = Paging.model_validate({key: form[key] for key in ("k", "offset") if key in form})
-        return await anyio.to_thread.run_sync(lambda: _image_page(tools, data, body.offset, body.k))
+        where = _form_where(form.get("where"))
+        return await anyio.to_thread.run_sync(lambda: _image_page(tools, data, body.offset, body.k, where))
     try:
         raw = json.loads(await request.body() or b"null")
     except ValueError:
@@ -127,7 +141,8 @@ async def search_image(request: Request, deps: Deps) -> SearchPage:
     if len(body.image_base64) * 3 // 4 > deps.max_upload + 1024:
         raise RequestTooLargeError(f"image_base64 decodes to more than {deps.max_upload // (1024 * 1024)} MiB; "
                                    "send a smaller image.")
-    arguments = {"image_base64": body.image_base64, "k": depth(body.offset, body.k)}
+    arguments = {"image_base64": body.image_base64, "k": depth(body.offset, body.k), "where": body.where,
+                 "collapse_duplicates": body.collapse_duplicates}
     result = await anyio.to_thread.run_sync(lambda: call_tool(tools, "search_by_image", arguments))
     return _result_page(result, body.offset, body.k)
 
@@ -161,7 +176,7 @@ def search_rag(body: RagRequest, deps: Deps) -> RagResult:
     """LLM-assisted search: query variants, fused retrieval, an explanation (plain search without an LLM)."""
     _ready(deps)
     tools = deps.tools()
-    return body.run(tools.images, tools.llm)
+    return body.model_copy(update={"where": confine_where(tools.sandbox, body.where)}).run(tools.images, tools.llm)
 
 
 @router.post("/api/search/expand", tags=["llm"])
@@ -176,7 +191,7 @@ def rag_qa(body: QARequest, deps: Deps) -> QAResult:
     """Answer a question from the most relevant images, citing them."""
     _ready(deps)
     tools = deps.tools()
-    return body.run(tools.images, tools.llm)
+    return body.model_copy(update={"where": confine_where(tools.sandbox, body.where)}).run(tools.images, tools.llm)
 
 
 @router.post("/api/chat", tags=["llm"])

@@ -26,7 +26,9 @@ from img_agent.errors import ImgAgentError, InvalidInputError, NotFoundError
 from img_agent.tools.http_guard import MAX_HTTP_BODY_BYTES, transport_security
 from img_agent.tools.image_tools import ImageTools
 from img_agent.version import __version__
-from img_agent.web import api_images, api_index, api_search
+from img_agent.web import api_duplicates, api_images, api_index, api_search
+from img_agent.web import api_notes
+from img_agent.web import api_terms
 from img_agent.web.auth import WebGuard, allowed_hosts
 from img_agent.web.deps import WebDeps
 from img_agent.web.errors import error_response
@@ -90,7 +92,7 @@ def build_api(deps: WebDeps) -> FastAPI:
                   redoc_url=None, responses={"default": {"model": ErrorResponse, "description": "An error"}})
     app.state.deps = deps
     _install_errors(app)
-    for module in (api_search, api_images, api_index):
+    for module in (api_search, api_images, api_index, api_duplicates, api_notes, api_terms):
         app.include_router(module.router)
 
     @app.get("/", include_in_schema=False)

@@ -14,7 +14,8 @@ from img_agent.agent.chat import ToolCallRecord
 from img_agent.agent.expand import DEFAULT_VARIANTS, MAX_VARIANTS
 from img_agent.results import MAX_TOPK, ImageRecord, IndexStatus, JobInfo
 from img_agent.tools.limits import MAX_QUERY_CHARS
-from img_agent.tools.shapes import PathGlob, PathPrefix, ToolHit
+from img_agent.tools.shapes import CollapseDuplicates, ToolHit
+from img_agent.tools.where import Where
 
 PAGE_K = 40
 """Results per page unless the request says."""
@@ -41,8 +42,8 @@ class SearchRequest(Paging):
     """A text search, one page of it."""
 
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What the images should show.")
-    path_prefix: PathPrefix = None
-    path_glob: PathGlob = None
+    where: Where = None
+    collapse_duplicates: CollapseDuplicates = False
     expand: bool = Field(False, description="LLM query variants, fused, with an explanation (needs an LLM).")
 
 
@@ -50,6 +51,8 @@ class ImageSearchRequest(Paging):
     """A search by an example image sent as base64 (JPEG, PNG or WebP; a data: URL is accepted)."""
 
     image_base64: str = Field(min_length=1, description="The image file's bytes, base64-encoded.")
+    where: Where = None
+    collapse_duplicates: CollapseDuplicates = False
 
 
 class SearchPage(BaseModel):

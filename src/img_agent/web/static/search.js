@@ -9,10 +9,10 @@ export const PAGE_SIZE = 40;
 
 const $ = (id) => document.getElementById(id);
 
-function textQuery(query, filters, expand) {
+function textQuery(query, where, expand) {
   return {
     label: `Results for “${query}”${expand ? " (expanded with the LLM)" : ""}`,
-    fetch: (offset) => post("/api/search", { query, k: PAGE_SIZE, offset, expand, ...filters }),
+    fetch: (offset) => post("/api/search", { query, k: PAGE_SIZE, offset, expand, where }),
   };
 }
 
@@ -46,11 +46,10 @@ export class Search {
   }
 
   text(query) {
-    const filters = {
-      path_prefix: $("filter-prefix").value.trim() || null,
-      path_glob: $("filter-glob").value.trim() || null,
-    };
-    return this.start(textQuery(query, filters, $("expand-toggle").checked));
+    const folder = $("filter-folder").value.trim() || null;
+    const glob = $("filter-glob").value.trim() || null;
+    const where = folder || glob ? { folder, glob } : null;
+    return this.start(textQuery(query, where, $("expand-toggle").checked));
   }
 
   image(file) {
