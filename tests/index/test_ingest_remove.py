@@ -35,6 +35,18 @@ def test_remove_again_lists_the_id_as_already_removed(engine, image_dir):
     assert engine.status().live == len(ids) - 3
 
 
+def test_removing_a_removed_file_by_path_again_is_reported_not_an_error(engine, image_dir):
+    tools = ImageTools(engine, Sandbox([image_dir], max_file_bytes=engine.settings.max_file_bytes))
+    ids = engine.add_paths([image_dir]).added
+    path = engine.get([ids[0]])[0].path
+    assert tools.remove_images(paths=[path]).removed == [ids[0]]
+    again = tools.remove_images(paths=[path])
+    assert again.removed == [] and again.already_removed == [ids[0]] and again.not_found == []
+    with pytest.raises(NotFoundError, match="No live image matched"):
+        tools.remove_images(paths=[str(image_dir / "never-indexed.jpg")])
+    assert engine.status().live == len(ids) - 1
+
+
 def test_remove_images_tool_is_idempotent_and_renders_already_removed(engine, image_dir):
     tools = ImageTools(engine, Sandbox([image_dir], max_file_bytes=engine.settings.max_file_bytes))
     image_id = engine.add_paths([image_dir]).added[0]

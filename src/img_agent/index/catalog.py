@@ -307,6 +307,11 @@ class Catalog(Database):
             return set()
         return {r[0] for r in self._query("SELECT path FROM excluded_paths")}
 
+    def removed_id(self, path: str) -> int | None:
+        """The id the file at ``path`` had when it was last removed (None: never indexed there)."""
+        rows = self._query("SELECT id FROM images WHERE path = ? AND state = 'deleted' ORDER BY id DESC LIMIT 1", (path,))
+        return int(rows[0][0]) if rows else None
+
     def readmit(self, paths: Sequence[str]) -> None:
         """Forget that ``paths`` were removed by request."""
         with self._tx() as db:

@@ -306,12 +306,15 @@ class Ingest:
             else:
                 no_id.append(str(int(raw)))
         wanted = set(by_id)
+        removed_before: list[int] = []  # files named by path that were removed earlier
         for raw in paths:
             path = str(Path(raw).expanduser().resolve())
             row = catalog.live_by_path(path)
             under = [row.id] if row is not None else [i for i, _ in catalog.live_paths_under(path)]
             if under:
                 wanted.update(under)
+            elif (old := catalog.removed_id(path)) is not None:
+                removed_before.append(old)
             else:
                 report.not_found.append(str(raw))
         if dry_run:
@@ -323,7 +326,7 @@ class Ingest:
         report.removed = removed
         unmatched = sorted(by_id - set(removed))
         known = catalog.records(unmatched, include_deleted=True)  # any id left here that has a row was removed before
-        report.already_removed = [i for i in unmatched if i in known]
+        report.already_removed = sorted({i for i in unmatched if i in known} | set(removed_before))
         report.not_found = [str(i) for i in unmatched if i not in known] + no_id + report.not_found
         if not removed and not report.already_removed and (ids or paths):
             raise NotFoundError(
