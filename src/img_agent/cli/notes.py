@@ -9,20 +9,18 @@ refused as ambiguous unless ``--id`` or ``--path`` says which.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from img_agent.cli import output
 from img_agent.cli.context import CLIContext, add_llm_arguments
-from img_agent.cli.store import image_items
-from img_agent.errors import ImgAgentError, InvalidInputError
+from img_agent.cli.store import follow_job_tool, image_items
+from img_agent.errors import InvalidInputError
 from img_agent.textsafe import one_line
 
 COMMANDS = ("tag", "tags", "describe")
 """The commands this module adds."""
 
-JOB_POLL_S = 0.2
 ITEMS_HELP = ("An item of ASCII digits is an image id, anything else a file or folder path (a folder names every "
               "image indexed under it); digits that also name an existing path need --id or --path.")
 
@@ -114,31 +112,11 @@ def _describe_with_llm(ctx: CLIContext) -> int:
         if not ctx.remote:
             report = ctx.local_tools().describe_images(**arguments, progress=bar).model_dump(mode="json")
         else:
-            report = _follow_job(ctx, arguments, bar)
+            report = follow_job_tool(ctx, "describe_images", arguments, bar, what="describing")
     finally:
         bar.close()
     ctx.emit(report, lambda: print_describe_report(report))
     return 0
-
-
-def _follow_job(ctx: CLIContext, arguments: dict[str, Any], bar: Any) -> dict[str, Any]:
-    client = ctx.client()
-    started = client.call_tool("describe_images", {**arguments, "wait": False})
-    job = started["job"]
-    if job is None:  # nothing to do, or done within the call
-        return started
-    try:
-        while job["state"] == "running":
-            bar(job["done"], job["total"], job["message"])
-            time.sleep(JOB_POLL_S)
-            job = client.request("GET", f"/api/jobs/{job['id']}")
-    except KeyboardInterrupt:
-        client.request("POST", f"/api/jobs/{job['id']}/cancel", {})
-        raise
-    bar(job["done"], job["total"], job["message"])
-    if job["state"] == "failed":
-        raise ImgAgentError(job["failure"] or "describing failed; see 'img-agent service status' and its log.")
-    return job["result"]
 
 
 # -- output ----------------------------------------------------------------------------------------

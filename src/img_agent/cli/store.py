@@ -83,26 +83,33 @@ def _add(ctx: CLIContext, paths: list[str], *, recursive: bool, prune: bool) -> 
         if not ctx.remote:
             report = ctx.local_tools().add_images(paths, recursive=recursive, prune=prune, progress=bar)
             return report.model_dump(mode="json")
-        client = ctx.client()
-        started = client.call_tool("add_images", {"paths": paths, "recursive": recursive, "prune": prune,
-                                                  "wait": False})
-        job = started["job"]
-        if job is None:  # finished within the call
-            return started
-        try:
-            while job["state"] == "running":
-                bar(job["done"], job["total"], job["message"])
-                time.sleep(JOB_POLL_S)
-                job = client.request("GET", f"/api/jobs/{job['id']}")
-        except KeyboardInterrupt:
-            client.request("POST", f"/api/jobs/{job['id']}/cancel", {})
-            raise
-        bar(job["done"], job["total"], job["message"])
-        if job["state"] == "failed":
-            raise ImgAgentError(job["failure"] or "indexing failed; see 'img-agent service status' and its log.")
-        return job["result"]  # the job's report already lists the paths refused before it started
+        # the job's report already lists the paths refused before it started
+        return follow_job_tool(ctx, "add_images", {"paths": paths, "recursive": recursive, "prune": prune}, bar,
+                               what="indexing")
     finally:
         bar.close()
+
+
+def follow_job_tool(ctx: CLIContext, name: str, arguments: dict[str, Any], bar: Any, *, what: str) -> dict[str, Any]:
+    """Call a job-running tool through the service without waiting, follow its job with ``bar``, and return
+    its final report; Ctrl-C cancels the job (keeping what it did)."""
+    client = ctx.client()
+    started = client.call_tool(name, {**arguments, "wait": False})
+    job = started["job"]
+    if job is None:  # nothing to do, or finished within the call
+        return started
+    try:
+        while job["state"] == "running":
+            bar(job["done"], job["total"], job["message"])
+            time.sleep(JOB_POLL_S)
+            job = client.request("GET", f"/api/jobs/{job['id']}")
+    except KeyboardInterrupt:
+        client.request("POST", f"/api/jobs/{job['id']}/cancel", {})
+        raise
+    bar(job["done"], job["total"], job["message"])
+    if job["state"] == "failed":
+        raise ImgAgentError(job["failure"] or f"{what} failed; see 'img-agent service status' and its log.")
+    return job["result"]
 
 
 def cmd_index(ctx: CLIContext) -> int:

@@ -187,6 +187,11 @@ class Catalog(Database):
             )
         ]
 
+    def live_ids_at(self, path: str) -> list[int]:
+        """Live ids a path names: the image of a file path, or every image indexed under a folder path."""
+        row = self.live_by_path(path)
+        return [row.id] if row is not None else [i for i, _ in self.live_paths_under(path)]
+
     def records(self, ids: Sequence[int], *, include_deleted: bool = False) -> dict[int, ImageRecord]:
         """Records of live images by id (removed or unknown ids are absent unless include_deleted)."""
         live = "" if include_deleted else " AND state != 'deleted'"

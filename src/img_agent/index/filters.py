@@ -13,7 +13,7 @@ Semantics, all conditions ANDed:
 - times: ISO 8601 dates (a date alone is that whole day) or date-times (read as UTC without an
   offset, which is how a camera's wall-clock ``taken_at`` is stored) or Unix seconds; both bounds
   are inclusive.
-- text (``camera``, ``description``, tags): compared lower-cased.
+- text (``camera``, ``description``): compared lower-cased; tags by :func:`~img_agent.index.notes.tag_key`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from datetime import date, datetime, timedelta, timezone
 import numpy as np
 
 from img_agent.errors import InvalidInputError
+from img_agent.index.notes import tag_key
 from img_agent.results import GeoBox, SearchFilter
 
 FOLD_FUNCTION = "img_agent_lower"
@@ -121,8 +122,8 @@ def canonical_format(name: str) -> str:
 
 
 def normal_tag(tag: str) -> str:
-    """A tag as filters compare it: trimmed, inner whitespace collapsed, lower-cased."""
-    return " ".join(tag.split()).lower()
+    """A tag as filters compare it: trimmed, inner whitespace collapsed, then by the tags' own key (case-folded)."""
+    return tag_key(" ".join(tag.split()))
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from img_agent.index.catalog import INT64_MAX, INT64_MIN
 from img_agent.index.exclusions import Exclusions
 from img_agent.index.integrity import extend_segments
 from img_agent.index.maintenance import Maintenance
+from img_agent.index.notes import normalise_tags
 from img_agent.index.photo_backfill import backfill_photos
 from img_agent.index.rows import PHOTO_FIELDS, NewImage
 from img_agent.index.search import normalise
@@ -309,8 +310,7 @@ class Ingest:
         removed_before: list[int] = []  # files named by path that were removed earlier
         for raw in paths:
             path = str(Path(raw).expanduser().resolve())
-            row = catalog.live_by_path(path)
-            under = [row.id] if row is not None else [i for i, _ in catalog.live_paths_under(path)]
+            under = catalog.live_ids_at(path)
             if under:
                 wanted.update(under)
             elif (old := catalog.removed_id(path)) is not None:
@@ -350,17 +350,11 @@ class Ingest:
 
 
 def _vector_row(path: str, m: dict) -> NewImage:
-    """The catalog row of a vector added with metadata ``m`` (tags trimmed, one per case-insensitive name)."""
+    """The catalog row of a vector added with metadata ``m`` (tags normalised as every tag is)."""
     photo_keys = [key for key in PHOTO_FIELDS if key in m]
     photo = PhotoMeta(**{key: m[key] for key in photo_keys}) if photo_keys else None
     facts = FileFacts(
         path=path, size=int(m.get("size", 0)), mtime=float(m.get("mtime", 0.0)), sha256=str(m.get("sha256", "")),
         width=int(m.get("width", 0)), height=int(m.get("height", 0)), format=str(m.get("format", "")), photo=photo,
     )
-    tags: dict[str, str] = {}
-    for raw in m.get("tags", ()):
-        tag = " ".join(str(raw).split())
-        if not 1 <= len(tag) <= 64:
-            raise InvalidInputError(f"A tag must have 1-64 characters after trimming; got {raw!r} for {path}.")
-        tags.setdefault(tag.lower(), tag)
-    return NewImage(facts, m.get("description"), tuple(tags.values()))
+    return NewImage(facts, m.get("description"), tuple(normalise_tags(m.get("tags", ()))))

@@ -276,9 +276,7 @@ class Notes:
         ids: set[int] = set()
         not_found: list[str] = []
         for raw in paths:
-            path = str(Path(raw).expanduser().resolve())
-            row = catalog.live_by_path(path)
-            under = [row.id] if row is not None else [i for i, _ in catalog.live_paths_under(path)]
+            under = catalog.live_ids_at(str(Path(raw).expanduser().resolve()))
             if under:
                 ids.update(under)
             else:

@@ -174,9 +174,7 @@ def similar(image_id: int, deps: Deps, k: int = PAGE_K, offset: int = 0) -> Sear
 @router.post("/api/search/rag", tags=["llm"])
 def search_rag(body: RagRequest, deps: Deps) -> RagResult:
     """LLM-assisted search: query variants, fused retrieval, an explanation (plain search without an LLM)."""
-    _ready(deps)
-    tools = deps.tools()
-    return body.model_copy(update={"where": confine_where(tools.sandbox, body.where)}).run(tools.images, tools.llm)
+    return _run_recipe(body, deps)
 
 
 @router.post("/api/search/expand", tags=["llm"])
@@ -189,6 +187,11 @@ def search_expand(body: ExpandRequest, deps: Deps) -> ExpandResult:
 @router.post("/api/rag/qa", tags=["llm"])
 def rag_qa(body: QARequest, deps: Deps) -> QAResult:
     """Answer a question from the most relevant images, citing them."""
+    return _run_recipe(body, deps)
+
+
+def _run_recipe(body: RagRequest | QARequest, deps: WebDeps) -> RagResult | QAResult:
+    """Run an LLM recipe over the tools' images, its filter confined to the allowed folders."""
     _ready(deps)
     tools = deps.tools()
     return body.model_copy(update={"where": confine_where(tools.sandbox, body.where)}).run(tools.images, tools.llm)
