@@ -29,6 +29,7 @@ def _hermetic_env(tmp_path, monkeypatch):
     monkeypatch.setenv("IMG_AGENT_CONFIG", str(tmp_path / "no-user-config.env"))
     monkeypatch.setenv("IMG_AGENT_SERVICE_IDLE_TIMEOUT", "120")  # a service a test leaves behind ends soon
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("IMG_AGENT_INFERENCE", "torch")  # no ONNX export per test process (tests/embed/test_onnx_visual.py covers it)
     monkeypatch.chdir(tmp_path)  # no stray .env is read
 
 

@@ -69,6 +69,11 @@ class Settings(_FromFiles):
         "default: the model's recommended tag.",
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Torch device; auto = cuda, then mps, then cpu.")
+    inference: Literal["auto", "torch", "onnx"] = Field(
+        "auto",
+        description="What encodes images: auto = ONNX Runtime on CPU when it installs, exports and matches torch, "
+        "else torch (always torch on cuda/mps); torch; onnx (CPU only, an error when unavailable).",
+    )
     batch_size: int = Field(32, ge=1, le=4096, description="Images per model forward pass.")
     workers: int = Field(
         default_factory=lambda: max(1, min(8, os.cpu_count() or 1)),
@@ -80,10 +85,15 @@ class Settings(_FromFiles):
         "auto",
         description="'auto' (choose by collection size) or a faiss factory string such as 'IVF4096,PQ32x8'.",
     )
-    nprobe: int | None = Field(None, ge=1, description="IVF lists probed per query; default scales with nlist.")
+    nprobe: int | None = Field(
+        None, ge=1, description="IVF lists probed per query; default: the setting the index measured for itself "
+                                "(see recall_target), else one that scales with nlist.")
     rerank: int = Field(
-        10, ge=1, le=100, description="For compressed indexes: candidates re-ranked exactly = rerank x k (at least 100)."
-    )
+        10, ge=1, le=100, description="For compressed indexes: candidates re-ranked exactly = rerank x k (at least 100); "
+                                      "when set, it overrides the measured setting.")
+    recall_target: float = Field(
+        0.99, gt=0, le=1, description="Recall@10 a trained index tunes its search setting to reach, measured on a held-out "
+                                      "sample of the store's own vectors after each training.")
     merge_threshold: int = Field(
         DEFAULT_MERGE_THRESHOLD, ge=1, description="Buffer size at which an add merges the buffer into the main index."
     )

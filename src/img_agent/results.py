@@ -242,7 +242,7 @@ class AddReport(BaseModel):
     merged: bool = Field(False, description="Whether the buffer was merged into the main index afterwards.")
     cancelled: bool = Field(False, description="True when the caller cancelled; everything listed as added is kept.")
     job: JobInfo | None = Field(
-        None, description="The background job doing the add, when the call returned before it finished: the counts "
+        None, description="The background job doing the add, when the call did not wait for it to finish: the counts "
         "above are what it had done then; index_status lists it with its progress and, once done, its report.",
     )
 
@@ -280,6 +280,11 @@ class IndexStatus(BaseModel):
     nlist: int | None = Field(None, description="IVF lists (None for non-IVF).")
     nprobe: int | None = Field(None, description="IVF lists probed per query (None for non-IVF).")
     rerank_candidates: int | None = Field(None, description="Candidates re-ranked exactly per 10 results, for compressed codes.")
+    segments: int = Field(0, description="Merged segments searched beside the main index until they are compacted into it.")
+    tuned_recall: float | None = Field(
+        None, description="Recall@10 of the search setting, measured on held-out queries when the index was trained.")
+    recall_target: float | None = Field(None, description="Recall@10 the search setting was tuned to reach.")
+    tuning: str | None = Field(None, description="The measured search setting in words (None before an index is trained).")
     model: str
     pretrained: str
     dim: int

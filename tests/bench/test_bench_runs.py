@@ -83,3 +83,13 @@ def test_service_quick(tmp_path):
     assert r["cli_over_bare"] > 1 and r["bridge_init_over_bare"] > 1 and r["bridged_over_in_process"] > 0
     assert r["memory_service_and_3_bridges_bytes"] > 0 and r["memory_one_standalone_server_bytes"] > 0
     assert r["cold_first_search_answer"] in ("loading", "results")
+
+
+def test_scale_quick_compares_with_raw_faiss_and_never_returns_removed_ids(tmp_path):
+    result = _run(tmp_path, "scale", "--n", "4000", "--queries", "40")
+    r = result["result"]
+    assert r["n"] == 4000 and r["removed_returned"] == 0
+    systems = {s["system"]: s for s in r["search"]}
+    assert systems["faiss exact Flat"]["R@10"] == 1.0
+    assert systems["img-agent public search"]["R@10"] == 1.0  # a 4,000-image store is searched exactly
+    assert r["build"]["add_vectors_per_s"] > 0 and r["build"]["peak_rss_bytes"] > 0

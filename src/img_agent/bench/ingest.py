@@ -6,7 +6,9 @@ weights (``open_clip.create_model('ViT-B-32', pretrained=None)``: no download; s
 depend on the weights):
 
 - **model only**: ``ClipEncoder.encode_pixels`` on batches decoded and pre-processed beforehand — the
-  ceiling;
+  ceiling; once with torch (eager, fp32) and once with ONNX Runtime (``inference="onnx"``, the same weights
+  exported by :mod:`img_agent.embed.onnx_visual`), with their ratio and the largest cosine deviation between
+  the two runtimes' embeddings (target: ONNX Runtime ≥ 1.5× torch);
 - **engine pipeline**: ``Engine.add_paths(folder)`` — read, hash, dedupe, decode (JPEG draft
   mode), preprocess in worker threads while the model runs, then commit vectors + catalog rows;
   also the ``Pipeline`` alone (``encode_stream`` in the results: the same path without the store);
@@ -98,6 +100,32 @@ def model_only(encoder, paths: list[Path], batch_size: int) -> dict:
     return {"images": len(paths), "seconds": round(t.s, 3), "images_per_s": round(len(paths) / t.s, 2)}
 
 
+def onnx_twin(encoder) -> tuple[Any, dict]:
+    """The same encoder (same torch model) with images encoded by ONNX Runtime, and how getting it went."""
+    import copy
+
+    twin = copy.copy(encoder)
+    with Timer() as t:
+        try:
+            twin.set_inference("onnx")
+        except Exception as exc:  # reported in the result; the torch ways still run
+            return None, {"error": str(exc), "seconds": round(t.s, 3)}
+    return twin, {"seconds": round(t.s, 3), "graph": str(twin._onnx.path)}
+
+
+def max_cosine_deviation(torch_encoder, onnx_encoder, paths: list[Path]) -> float:
+    """``1 - min cosine`` between the two encoders' embeddings of ``paths``."""
+    from PIL import Image
+
+    from img_agent.embed.onnx_visual import min_cosine
+
+    images = []
+    for p in paths:
+        with Image.open(p) as im:
+            images.append(im.convert("RGB"))
+    return float(1.0 - min_cosine(onnx_encoder.encode_images(images), torch_encoder.encode_images(images)))
+
+
 def naive_loop(encoder, paths: list[Path]) -> dict:
     """One image at a time: open, convert, encode (a batch of one)."""
     from PIL import Image
@@ -160,8 +188,11 @@ def run_ingest(*, images: int, size: tuple[int, int], model: str, batch_size: in
         out["dim"] = enc.dim
         naive_paths = paths[: max(8, min(len(paths), 128))]
         out["naive_images"] = len(naive_paths)
+        progress(0, "ONNX Runtime session (exported on first use)")
+        enc_onnx, out["onnx_session"] = onnx_twin(enc)
         ways = {
             "model_only": lambda r: model_only(enc, paths, batch_size),
+            **({"model_only_onnx": lambda r: model_only(enc_onnx, paths, batch_size)} if enc_onnx else {}),
             "engine_pipeline": lambda r: engine_pipeline(enc, folder, root / f"store{r}", batch_size, workers),
             "encode_stream": lambda r: stream_only(enc, paths, batch_size, workers),
             "naive_loop": lambda r: naive_loop(enc, naive_paths),
@@ -182,6 +213,11 @@ def run_ingest(*, images: int, size: tuple[int, int], model: str, batch_size: in
         out["pipeline_vs_naive"] = round(e / nv, 2)
         out["meets_90pct_of_model"] = e >= 0.9 * m
         out["meets_5x_naive"] = e >= 5 * nv
+        if enc_onnx is not None:
+            out["onnx_vs_torch"] = round(out["model_only_onnx"]["images_per_s"] / m, 3)
+            out["meets_1_5x_onnx"] = out["onnx_vs_torch"] >= 1.5
+            out["onnx_max_cosine_deviation"] = max_cosine_deviation(enc, enc_onnx, paths[:64])
+            del enc_onnx
         del enc
         gc.collect()
     finally:
@@ -205,7 +241,7 @@ def run(options: Any) -> Path:
                                config={"images": images, "size": size, "model": model, "batch_size": batch,
                                        "workers": workers})
     rounds = 1 if options.quick else 2
-    bar = ProgressBar(1 + 4 * rounds, "ingest", not options.no_progress)
+    bar = ProgressBar(2 + 5 * rounds, "ingest", not options.no_progress)
     try:
         result["run"] = run_ingest(images=images, size=size, model=model, batch_size=batch, workers=workers,
                                    seed=options.seed, rounds=rounds, progress=bar)
@@ -213,4 +249,22 @@ def run(options: Any) -> Path:
         bar.close()
     report.finish_result(result, t0)
     result["plots"] = report.ingest_plots(result, out)
-    return write_result(out, "ingest", result, report.ingest_markdown(result))
+    return write_result(out, "ingest", result, report.ingest_markdown(result) + onnx_markdown(result["run"]))
+
+
+def onnx_markdown(r: dict) -> str:
+    """The model-only comparison of torch and ONNX Runtime, as a markdown section."""
+    session = r.get("onnx_session", {})
+    if "model_only_onnx" not in r:
+        return f"\n## ONNX Runtime\n\nnot measured: {session.get('error', 'no session')}\n"
+    from img_agent.bench.report import md_table
+
+    rows = [["torch eager fp32", r["model_only"]["images_per_s"], r["rounds"]["model_only"]],
+            ["ONNX Runtime fp32", r["model_only_onnx"]["images_per_s"], r["rounds"]["model_only_onnx"]]]
+    return "\n".join([
+        "", "## Model only: torch vs ONNX Runtime", "",
+        md_table(["runtime", "images/s (best)", "rounds"], rows), "",
+        f"ONNX Runtime / torch: **{r['onnx_vs_torch']}×** (target ≥ 1.5: {r['meets_1_5x_onnx']}); largest cosine "
+        f"deviation between the runtimes' embeddings: {r['onnx_max_cosine_deviation']:.2e}; session ready in "
+        f"{session.get('seconds')} s (export included on first use).", "",
+    ])

@@ -192,6 +192,28 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                    help="synthetic vectors for the find_duplicates timing (default 20000; quick: 2000)")
     d.set_defaults(func=cmd_duplicates)
 
+    pe = add(sub, "peers", help="img-agent vs faiss, hnswlib, usearch, LanceDB on the same vectors and queries",
+             description="Build, tune (recall floors), R@10, round-robin single-query latency, build time, disk, "
+                         "memory, then delete 30 % and measure again, for img-agent and the peer libraries "
+                         "installed (pip install 'img-agent[peers]').")
+    _add_common(pe, sizes=False)
+    pe.add_argument("--sizes", "--n", dest="n", type=parse_counts, default=None, metavar="N[,N...]",
+                    help="collection sizes: 100k, 1M; comma-separated (default 100k,1M; quick: 2000)")
+    pe.add_argument("--queries", type=parse_count, default=None, metavar="NQ",
+                    help="measured queries (default 1000; quick: 30); 200 more (quick: 20) tune the knobs")
+    pe.add_argument("--query-kind", choices=("image", "text"), default="image",
+                    help="synthetic queries: image (held-out images, default) or text (out-of-distribution)")
+    pe.add_argument("--systems", type=lambda t: [x.strip() for x in t.split(",") if x.strip()], default=None,
+                    metavar="S[,S]", help="only these systems: img-agent, faiss-flat, faiss-ivf, faiss-hnsw, hnswlib, "
+                                          "usearch, lancedb (default all)")
+    pe.set_defaults(func=cmd_peers)
+
+    sc = add(sub, "scale", help="engine at 1M: bulk build time and peak RSS, search vs raw faiss, merge and delete",
+             description="Bulk-add N vectors, rebuild (train + tune), then public search and its index part against "
+                         "raw faiss IVF-Flat and exact Flat (round-robin), merge of a 10k buffer, deletes of 1k and 30 %.")
+    _add_common(sc)
+    sc.set_defaults(func=cmd_scale)
+
     rp = sub.add_parser("report", help="re-render markdown and plots from the JSON results in a folder",
                         description="Rebuild <name>.md and the PNG plots from <name>.json (after a code change to "
                                     "the report, or to merge results), without measuring anything.")
@@ -223,6 +245,13 @@ def cmd_engine(ctx: CLIContext) -> int:
     return 0
 
 
+def cmd_scale(ctx: CLIContext) -> int:
+    from img_agent.bench import scale
+
+    print(scale.run(ctx.args))
+    return 0
+
+
 def cmd_ingest(ctx: CLIContext) -> int:
     from img_agent.bench import ingest
 
@@ -241,6 +270,13 @@ def cmd_duplicates(ctx: CLIContext) -> int:
     from img_agent.bench import duplicates_bench
 
     print(duplicates_bench.run(ctx.args))
+    return 0
+
+
+def cmd_peers(ctx: CLIContext) -> int:
+    from img_agent.bench import peers
+
+    print(peers.run(ctx.args))
     return 0
 
 

@@ -9,7 +9,8 @@ are imported on first use, inside the functions that need them.
   :meth:`ClipEncoder.prepare`, :meth:`ClipEncoder.collate` and :meth:`ClipEncoder.encode_pixels`
   are the three steps of an image batch, for pipelines that spread them over threads
   (:mod:`img_agent.embed.pipeline`).
-* :func:`get_encoder` caches one encoder per (model, weights, device) per process.
+* :meth:`ClipEncoder.set_inference` picks what encodes images: torch or ONNX Runtime (texts: always torch).
+* :func:`get_encoder` caches one encoder per (model, weights, device, inference) per process.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from img_agent.embed.decode import to_rgb
+from img_agent.embed.devices import resolve_device
 from img_agent.embed.weights import (
     MODEL_PRESETS,
     ModelPreset,
@@ -33,7 +35,7 @@ from img_agent.embed.weights import (
     weights_label,
     weights_tag,
 )
-from img_agent.errors import ConfigError, InvalidInputError, ModelError
+from img_agent.errors import InvalidInputError, ModelError
 
 if TYPE_CHECKING:
     import torch
@@ -46,39 +48,6 @@ TEXT_BATCH_SIZE = 256
 """Texts per forward pass in :meth:`ClipEncoder.encode_text`."""
 IMAGE_BATCH_SIZE = 32
 """Images per forward pass in :meth:`ClipEncoder.encode_images`."""
-
-
-# --------------------------------------------------------------------------- device
-
-
-def resolve_device(device: str = "auto") -> str:
-    """Turn ``auto`` into ``cuda``, then ``mps``, then ``cpu``; check an explicit device exists.
-
-    Raises:
-        ConfigError: unknown device name, or CUDA / MPS asked for but not available.
-    """
-    import torch
-
-    value = device.strip().lower()
-    if value == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return "mps"
-        return "cpu"
-    if value == "cpu":
-        return value
-    if value == "cuda" or value.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} asked for, but CUDA is not available; use --device cpu or auto")
-        return value
-    if value == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ConfigError("device 'mps' asked for, but Apple MPS is not available; use --device cpu or auto")
-        return value
-    raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
 
 
 def _checkpoint_errors() -> tuple[type[BaseException], ...]:
@@ -130,7 +99,7 @@ class ClipEncoder:
     Build with :meth:`create` (or the cached :func:`get_encoder`). Attributes: ``name``
     (model name as given), ``pretrained`` (the weights label,
     :func:`~img_agent.embed.weights.weights_label`), ``dim`` (embedding size), ``image_size`` (model input side, the
-    ``draft_size`` to decode with) and ``device``.
+    ``draft_size`` to decode with), ``device`` and ``runtime`` (``"torch"`` or ``"onnxruntime"``: what encodes images).
 
     Encoding methods are safe to call from several threads at once.
     """
@@ -155,6 +124,8 @@ class ClipEncoder:
         self._model = model
         self._tokenizer = tokenizer
         self._transform = transform
+        self._runtime, self._onnx, self._pending = "torch", None, None  # see the runtime property
+        self._select_lock = threading.Lock()
         split = _split_transform(transform)
         self._pil_stage, self._tensor_stage = split if split is not None else (None, [])
 
@@ -167,7 +138,7 @@ class ClipEncoder:
 
     @classmethod
     def create(cls, model: str, pretrained: str, device: str = "auto") -> ClipEncoder:
-        """Build the model ``model`` with weights ``pretrained`` on ``device``.
+        """Build the model ``model`` with weights ``pretrained`` on ``device`` (images encoded by torch).
 
         ``model`` is a preset name (:data:`MODEL_PRESETS`) or any open_clip model name.
         ``pretrained`` is an open_clip tag, a checkpoint file, or a folder holding
@@ -186,6 +157,32 @@ class ClipEncoder:
                 logger.debug("model %s has random weights; ignoring pretrained=%r", model, pretrained)
             return cls._create_random(preset, preset.config, resolve_device(device))
         return cls._create_open_clip(model, preset, pretrained, resolve_device(device))
+
+    def set_inference(self, inference: str = "auto") -> None:
+        """Choose what encodes images (``auto``, ``torch`` or ``onnx``; see :mod:`img_agent.embed.onnx_visual`).
+
+        ``auto`` decides at the first image batch (an export takes seconds: text-only use never pays it);
+        ``onnx`` decides now, so a missing runtime is an error at once.
+        """
+        self._onnx, self._runtime = None, "torch"
+        self._pending = None if inference == "torch" else inference
+        if inference == "onnx":
+            self._select_runtime()
+
+    @property
+    def runtime(self) -> str:
+        """What encodes images: ``"torch"`` or ``"onnxruntime"`` (asking settles a pending ``auto`` choice)."""
+        if self._pending is not None:
+            self._select_runtime()
+        return self._runtime
+
+    def _select_runtime(self) -> None:
+        from img_agent.embed.onnx_visual import select_visual_runtime
+
+        with self._select_lock:
+            if self._pending is not None:
+                self._onnx = select_visual_runtime(self._model, self.name, self.image_size, self.device, self._pending)
+                self._runtime, self._pending = "torch" if self._onnx is None else "onnxruntime", None
 
     @classmethod
     def _create_random(cls, preset: ModelPreset, cfg: Mapping[str, Any], device: str) -> ClipEncoder:
@@ -310,6 +307,13 @@ class ClipEncoder:
         """
         import torch
 
+        if self._pending is not None:
+            self._select_runtime()
+        if (onnx := self._onnx) is not None:
+            features = onnx(batch.detach().cpu().numpy())  # None once ONNX Runtime failed: torch from then on
+            if features is not None:
+                return features
+            self._onnx, self._runtime = None, "torch"
         with torch.inference_mode():
             features = self._model.encode_image(batch.to(self.device), normalize=True)
         return np.ascontiguousarray(features.float().cpu().numpy(), dtype=np.float32)
@@ -348,13 +352,13 @@ class ClipEncoder:
 
 # --------------------------------------------------------------------------- process-wide cache
 
-_cache: dict[tuple[str, str, str], ClipEncoder] = {}
-_build_locks: dict[tuple[str, str, str], threading.Lock] = {}
+_cache: dict[tuple[str, str, str, str], ClipEncoder] = {}
+_build_locks: dict[tuple[str, str, str, str], threading.Lock] = {}
 _cache_lock = threading.Lock()
 
 
-def get_encoder(model: str, pretrained: str, device: str = "auto") -> ClipEncoder:
-    """The process-wide encoder for (model, pretrained, device), built on first use.
+def get_encoder(model: str, pretrained: str, device: str = "auto", inference: str = "auto") -> ClipEncoder:
+    """The process-wide encoder for (model, pretrained, device, inference), built on first use.
 
     Thread-safe: concurrent callers asking for the same model wait for one build. A failed
     build is not cached, so a later call tries again.
@@ -362,7 +366,7 @@ def get_encoder(model: str, pretrained: str, device: str = "auto") -> ClipEncode
     Raises:
         ConfigError: no pretrained tag is given and the model has no default one.
     """
-    key = (model, weights_label(model, pretrained), resolve_device(device))
+    key = (model, weights_label(model, pretrained), resolve_device(device), inference)
     with _cache_lock:
         encoder = _cache.get(key)
         if encoder is not None:
@@ -373,6 +377,7 @@ def get_encoder(model: str, pretrained: str, device: str = "auto") -> ClipEncode
             encoder = _cache.get(key)
         if encoder is None:
             encoder = ClipEncoder.create(model, key[1], key[2])
+            encoder.set_inference(inference)
             with _cache_lock:
                 _cache[key] = encoder
     return encoder

@@ -194,16 +194,18 @@ class Catalog(Database):
 
     def records(self, ids: Sequence[int], *, include_deleted: bool = False) -> dict[int, ImageRecord]:
         """Records of live images by id (removed or unknown ids are absent unless include_deleted)."""
+        return {i: record_of(row) for i, row in self.record_rows(ids, include_deleted=include_deleted).items()}
+
+    def record_rows(self, ids: Sequence[int], *, include_deleted: bool = False) -> dict[int, tuple]:
+        """The :data:`~img_agent.index.rows.RECORD_COLUMNS` rows of :meth:`records`, by id."""
         live = "" if include_deleted else " AND state != 'deleted'"
-        out: dict[int, ImageRecord] = {}
+        out: dict[int, tuple] = {}
         ids = [int(i) for i in ids if INT64_MIN <= i <= INT64_MAX]  # others are no id at all
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
             marks = ",".join("?" * len(chunk))
-            for row in self._query(
-                f"SELECT {RECORD_COLUMNS} FROM images WHERE id IN ({marks}){live}", chunk
-            ):
-                out[row[0]] = record_of(row)
+            for row in self._query(f"SELECT {RECORD_COLUMNS} FROM images WHERE id IN ({marks}){live}", chunk):
+                out[row[0]] = row
         return out
 
     def record(self, image_id: int) -> ImageRecord:
@@ -293,17 +295,16 @@ class Catalog(Database):
             return []
         now = time.time()
         with self._tx() as db:
-            live = []
-            for start in range(0, len(ids), 900):
-                chunk = ids[start : start + 900]
-                marks = ",".join("?" * len(chunk))
-                live += [r[0] for r in db.execute(
-                    f"SELECT id FROM images WHERE id IN ({marks}) AND state != 'deleted'", chunk
-                )]
-            db.executemany("UPDATE images SET state='deleted', deleted_at=? WHERE id=?", [(now, i) for i in live])
-            if exclude:
-                db.executemany("INSERT OR REPLACE INTO excluded_paths(path, removed_at) "
-                               "SELECT path, ? FROM images WHERE id=?", [(now, i) for i in live])
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS gone_ids (id INTEGER PRIMARY KEY)")
+            db.execute("DELETE FROM gone_ids")
+            db.executemany("INSERT OR IGNORE INTO gone_ids(id) VALUES (?)", ((i,) for i in ids))
+            live = sorted(r[0] for r in db.execute(
+                "UPDATE images SET state='deleted', deleted_at=? WHERE id IN (SELECT id FROM gone_ids) "
+                "AND state != 'deleted' RETURNING id", (now,)))
+            if exclude and live:
+                db.execute("INSERT OR REPLACE INTO excluded_paths(path, removed_at) SELECT path, ? FROM images "
+                           "WHERE id IN (SELECT id FROM gone_ids) AND deleted_at = ?", (now, now))
+            db.execute("DELETE FROM gone_ids")
         return live
 
     def excluded_paths(self) -> set[str]:
@@ -323,11 +324,14 @@ class Catalog(Database):
             db.executemany("DELETE FROM excluded_paths WHERE path=?", [(str(p),) for p in paths])
 
     def ids_for_paths(self, paths: Sequence[str]) -> dict[str, int]:
-        out = {}
-        for p in paths:
-            row = self.live_by_path(p)
-            if row is not None:
-                out[p] = row.id
+        """The live id indexed at each of ``paths`` (paths with none are left out), in one query per 900 paths."""
+        out: dict[str, int] = {}
+        paths = [str(p) for p in paths]
+        for start in range(0, len(paths), 900):
+            chunk = paths[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            out.update((p, int(i)) for i, p in self._query(
+                f"SELECT id, path FROM images WHERE path IN ({marks}) AND state != 'deleted'", chunk))
         return out
 
     def commit_generation(

@@ -30,7 +30,8 @@ from img_agent.index.collapse import collapse_hit_list, ranked_hits
 from img_agent.index.duplicates import DuplicatesReport, find_duplicates
 from img_agent.index.failures import read_only
 from img_agent.index.ingest import Ingest
-from img_agent.index.maintenance import Maintenance, load_view
+from img_agent.index.generations import load_view
+from img_agent.index.maintenance import Maintenance
 from img_agent.index.notes import Notes
 from img_agent.index.search import Ranked, Searcher, normalise
 from img_agent.index.state import State
@@ -150,7 +151,7 @@ class Engine:
 
                     self._loading_since = time.monotonic()
                     try:
-                        encoder = get_encoder(self.model, self.pretrained, self.settings.device)
+                        encoder = get_encoder(self.model, self.pretrained, self.settings.device, self.settings.inference)
                     finally:
                         self._loading_since = None
                     self.catalog.bind_model(self.model, self.pretrained, encoder.dim)
@@ -258,6 +259,10 @@ class Engine:
         """Write merges not yet in the index file (done by merges now and then, and on close)."""
         self._writable()
         return self._maintenance.checkpoint()
+
+    def wait_for_background(self, timeout: float | None = None) -> None:
+        """Wait until a background compaction or retrain started by a merge has finished."""
+        self._maintenance.wait_for_background(timeout)
 
     def maintenance_advice(self) -> tuple[bool, bool, list[str]]:
         """(merge advised, rebuild advised, human-readable hints)."""

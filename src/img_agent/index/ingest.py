@@ -351,6 +351,8 @@ class Ingest:
 
 def _vector_row(path: str, m: dict) -> NewImage:
     """The catalog row of a vector added with metadata ``m`` (tags normalised as every tag is)."""
+    if not m:
+        return NewImage(FileFacts(path=path, size=0, mtime=0.0, sha256=""))
     photo_keys = [key for key in PHOTO_FIELDS if key in m]
     photo = PhotoMeta(**{key: m[key] for key in photo_keys}) if photo_keys else None
     facts = FileFacts(

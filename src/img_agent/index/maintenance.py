@@ -1,116 +1,48 @@
-"""Keeping the main index in shape: generation files, merge, rebuild, checkpoints, advice, status.
+"""Keeping the main index in shape: merge, compaction, rebuild, self-tuning, checkpoints.
 
-The main index is one file per generation (``index/gen-000042.faiss``). A merge appends the
-buffer to the main index without retraining; a rebuild trains a new one on the live vectors
-only (the one physical delete). Both build off to the side and publish the new index under the
-write lock, so searches and adds go on meanwhile. A merge writes a new generation file only
-every so often (a checkpoint); the catalog records the merged rows at once, and opening re-adds
-the ones the file does not hold from the vector store.
+A merge encodes the buffer into a new **segment** beside the main index (:mod:`~img_agent.index.segments`;
+the main index is not copied), or, for index types that cannot be segmented, appends it to a copy.
+Segments are compacted into the main index in a background thread once they hold enough vectors, which
+writes a new generation file (a checkpoint); until then the catalog records the merged rows and opening
+re-adds them from the vector store. A rebuild trains a new index on the live vectors only (the one
+physical delete) and then measures the cheapest search setting meeting ``recall_target``
+(:mod:`~img_agent.index.tuning`). When the collection outgrows its index type, a retrain starts in the
+background after a merge. Every job builds off to the side and publishes under the write lock, so
+searches and adds go on meanwhile; ``maint_lock`` lets one job run at a time.
 
 The index string a rebuild is given is the store's chosen one (catalog meta ``index_string``,
 recorded with the rebuilt generation): status reports it, later merges and automatic rebuilds
 keep it, and only another explicit rebuild replaces it (``"auto"`` chooses by size again). A store
 without a choice follows the configured ``index_string`` setting.
 """
-
 from __future__ import annotations
 
 import contextlib
 import errno
 import logging
 import os
-import re
+import threading
 import time
 from dataclasses import replace
 
 import numpy as np
 
 from img_agent.errors import BusyError, InvalidInputError
-from img_agent.index import faiss_plan
+from img_agent.index import faiss_plan, health, segments, tuning
 from img_agent.index.failures import os_error
+from img_agent.index.generations import TUNING_KEY, remove_stale_generations
+from img_agent.index.health import CHOSEN_INDEX_KEY, chosen_index_string
 from img_agent.index.integrity import file_crc
 from img_agent.index.state import EMPTY_IDS, State, View
 from img_agent.results import IndexStatus, MaintenanceReport, ProgressCallback
 
 log = logging.getLogger(__name__)
 
-REBUILD_DELETED_FRACTION = 0.2
-# A merge writes the main index file only once this many merged vectors are not in it yet (the
-# catalog and vector store already hold them durably; opening re-adds them): merges stay cheap.
+# Segments are compacted into the main index (and the file written: a checkpoint) once this many
+# merged vectors are not in the file yet, or MAX_SEGMENTS segments exist; until then the catalog and
+# the vector store hold them durably and opening re-adds them: merges stay cheap.
 CHECKPOINT_MIN_ROWS = 20_000
 CHECKPOINT_FRACTION = 0.05
-CHOSEN_INDEX_KEY = "index_string"
-"""Catalog meta key of the index string chosen by an explicit rebuild."""
-
-
-def chosen_index_string(state: State) -> str:
-    """The index string the store keeps: the one an explicit rebuild chose, else the configured one."""
-    return state.catalog.meta().get(CHOSEN_INDEX_KEY) or state.settings.index_string
-
-
-def load_view(state: State) -> View:
-    """The view of the store as committed: the current generation file plus its unsaved merges, and the buffer.
-
-    An unreadable or damaged main index (its CRC-32 differs from the one the catalog recorded) is
-    logged and dropped: its images go back to the exact buffer, and the caller rebuilds the index
-    from the vectors (``state.damaged_main``). A read-only store drops it in memory only.
-    """
-    catalog, vectors = state.catalog, state.vectors
-    meta = catalog.meta()
-    generation = catalog.meta_int("main_generation", 0) or 0
-    states = catalog.state_arrays()
-    main, plan = None, None
-    state.damaged_main = False
-    if generation:
-        path = state.gen_path(generation)
-        in_file = len(states.main_ids) + len(states.tombstone_ids) - len(states.unsaved_ids)
-        try:
-            expected = catalog.meta_int("main_crc")
-            if expected is not None and (crc := file_crc(path)) != expected:
-                raise ValueError(f"its checksum is {crc:08x}, the catalog recorded {expected:08x}: the file is damaged")
-            main = faiss_plan.read_index(path)
-            if main.ntotal != in_file:
-                raise ValueError(f"it holds {main.ntotal} vectors, the catalog expects {in_file}")
-            plan = faiss_plan.plan_of(meta["main_factory"], vectors.dim, state.settings.nprobe)
-        except Exception as exc:  # noqa: BLE001 - any unreadable index is recovered from the vector store
-            notice = (f"The main index {path} was unusable ({exc}); it is rebuilt from the stored vectors, which "
-                      "are intact (until then its images are searched exactly).")
-            log.warning("%s", notice)
-            state.notices.append(notice)
-            state.damaged_main = True
-            if not state.read_only:
-                catalog.reset_main()
-                states = catalog.state_arrays()
-            else:
-                states = replace(states, buffer_ids=np.union1d(states.buffer_ids, states.main_ids),
-                                 unsaved_ids=EMPTY_IDS)
-            main, plan, generation = None, None, 0
-        else:
-            # merged since the last checkpoint: re-add from the vector store (no retraining)
-            unsaved = states.unsaved_ids
-            for start in range(0, len(unsaved), faiss_plan.ADD_CHUNK):
-                chunk = unsaved[start : start + faiss_plan.ADD_CHUNK]
-                main.add_with_ids(vectors.get(chunk), chunk)
-    if not state.read_only:
-        remove_stale_generations(state, generation)
-    live = np.zeros(states.next_id, dtype=bool)
-    live[states.buffer_ids] = True
-    live[states.main_ids] = True
-    buffer = states.buffer_ids
-    vecs = vectors.get(buffer) if len(buffer) else np.empty((0, vectors.dim or 0), np.float32)
-    unsaved_count = len(states.unsaved_ids) if main is not None else 0
-    return View(main, plan, generation, live, buffer, vecs, unsaved_count)
-
-
-def remove_stale_generations(state: State, current: int) -> None:
-    """Delete every main index file but that of generation ``current`` (none when 0)."""
-    keep = state.gen_path(current).name if current else None
-    for path in state.index_dir.glob("gen-*"):
-        if path.name != keep:
-            try:
-                path.unlink()
-            except OSError as exc:
-                log.warning("Could not remove stale index file %s: %s", path, exc)
 
 
 class Maintenance:
@@ -118,10 +50,16 @@ class Maintenance:
 
     def __init__(self, state: State) -> None:
         self._state = state
+        self._compactor: threading.Thread | None = None
+        self._compactor_lock = threading.Lock()
 
     # -- jobs ---------------------------------------------------------------------------------
     def maybe_auto_merge(self) -> bool:
-        """Merge when the buffer reached the threshold and no job runs; whether it merged."""
+        """Merge when the buffer reached the threshold and no job runs; whether it merged.
+
+        When the collection has outgrown its index type (see :func:`~img_agent.index.health.outgrown`), a
+        retrain starts in the background instead of waiting for an explicit rebuild.
+        """
         state = self._state
         if len(state.view.buffer_ids) < state.settings.merge_threshold:
             return False
@@ -129,13 +67,15 @@ class Maintenance:
             return False  # a merge or rebuild is running; the buffer keeps serving exactly
         try:
             self._merge_locked(None)
-            return True
         finally:
             state.maint_lock.release()
+        if state.settings.auto_rebuild and health.outgrown(state):
+            self._in_background(self._rebuild_when_free, "img-agent-retrain")
+        return True
 
     def merge(self, progress: ProgressCallback | None = None) -> MaintenanceReport:
         """Append the buffer to the main index without retraining (the first merge builds it)."""
-        if not self._state.maint_lock.acquire(timeout=0.1):
+        if not self._acquire():
             raise BusyError("A merge or rebuild is already running; try again when it has finished.")
         try:
             return self._merge_locked(progress)
@@ -155,20 +95,119 @@ class Maintenance:
         if view.main is None:
             plan = faiss_plan.plan_for(len(ids), dim, chosen_index_string(state), state.settings.nprobe)
             index = faiss_plan.build(plan, dim, ids, state.vectors.get, progress)
-            retrained = plan.trained
-        else:
-            plan = view.plan
-            index = faiss.clone_index(view.main)
-            for start in range(0, len(ids), faiss_plan.ADD_CHUNK):
-                index.add_with_ids(vecs[start : start + faiss_plan.ADD_CHUNK], ids[start : start + faiss_plan.ADD_CHUNK])
-                if progress:
-                    progress(min(len(ids), start + faiss_plan.ADD_CHUNK), len(ids), "merging buffer")
-            retrained = False
-        unsaved = view.unsaved + len(ids)
-        save = view.main is None or unsaved >= max(CHECKPOINT_MIN_ROWS, CHECKPOINT_FRACTION * index.ntotal)
-        self._publish(index, plan, view.generation + 1 if save else view.generation, ids, rebuild=False,
+            tuned = self._tune(index, plan, ids, progress)
+            self._publish(index, plan, view.generation + 1, ids, rebuild=False, save=True, last_merge=time.time(),
+                          tuned=tuned)
+            return _report("merge", len(ids), 0, state.view, t0, retrained=plan.trained, saved=True)
+        if view.twin is not None:
+            if progress:
+                progress(0, len(ids), "encoding the buffer into a new segment")
+            segment = segments.new_segment(view.twin, ids, vecs)
+            self._publish_segment(segment, ids)
+            if progress:
+                progress(len(ids), len(ids), "merged")
+            if len(state.view.segments) >= segments.MAX_SEGMENTS:
+                self._fold_segments()
+            report = _report("merge", len(ids), 0, state.view, t0, retrained=False)
+            if self._compaction_due():
+                self._compact_in_background()
+            return report
+        index = faiss.clone_index(view.main)
+        for start in range(0, len(ids), faiss_plan.ADD_CHUNK):
+            index.add_with_ids(vecs[start : start + faiss_plan.ADD_CHUNK], ids[start : start + faiss_plan.ADD_CHUNK])
+            if progress:
+                progress(min(len(ids), start + faiss_plan.ADD_CHUNK), len(ids), "merging buffer")
+        save = view.unsaved + len(ids) >= max(CHECKPOINT_MIN_ROWS, CHECKPOINT_FRACTION * index.ntotal)
+        self._publish(index, view.plan, view.generation + 1 if save else view.generation, ids, rebuild=False,
                       save=save, last_merge=time.time())
-        return _report("merge", len(ids), 0, state.view, t0, retrained=retrained, saved=save)
+        return _report("merge", len(ids), 0, state.view, t0, retrained=False, saved=save)
+
+    def _tune(self, index, plan: faiss_plan.IndexPlan, ids: np.ndarray,
+              progress: ProgressCallback | None) -> tuning.Tuning | None:
+        """Measure the cheapest search setting of a newly trained IVF index holding ``ids`` (None: nothing to tune)."""
+        if not tuning.tunable(plan):
+            return None
+        if progress:
+            progress(0, len(ids), f"measuring recall to tune the search setting (target R@10 {self._state.settings.recall_target:g})")
+        tuned = tuning.tune(index, plan, self._state.vectors.get, ids, target=self._state.settings.recall_target)
+        log.info("tuned %s: %s", plan.factory, tuning.describe(tuned))
+        return tuned
+
+    # -- segments and compaction --------------------------------------------------------------
+    def _publish_segment(self, segment, ids: np.ndarray) -> None:
+        """Add ``segment`` (holding the buffer's ``ids``) beside the main index; the file is written at compaction."""
+        state = self._state
+        with state.write_lock:
+            state.catalog.commit_generation(ids, generation=state.view.generation, rebuild=False, persisted=False,
+                                            last_merge=time.time())
+            view = state.view
+            keep = ~np.isin(view.buffer_ids, ids, assume_unique=True)
+            state.view = replace(view, segments=(*view.segments, segment), buffer_ids=view.buffer_ids[keep],
+                                 buffer_vecs=view.buffer_vecs[keep], unsaved=view.unsaved + len(ids), spare=None)
+
+    def _fold_segments(self) -> None:
+        """Fold the segments into one (their size, not the main index's, is copied): searches stay cheap."""
+        state = self._state
+        folded = segments.compact(state.view.segments[0], state.view.segments[1:])
+        with state.write_lock:
+            state.view = replace(state.view, segments=(folded,))
+
+    def _compaction_due(self) -> bool:
+        """Whether the segments hold enough vectors to write the main index file again (a checkpoint)."""
+        view = self._state.view
+        held = sum(segment.ntotal for segment in view.segments)
+        return bool(view.segments) and (
+            view.unsaved >= max(CHECKPOINT_MIN_ROWS, CHECKPOINT_FRACTION * view.main.ntotal) or held >= view.main.ntotal
+        )
+
+    def _compact_in_background(self) -> None:
+        """Fold the segments into the main index in a thread of its own (searches and adds go on)."""
+        self._in_background(self._compact_when_free, "img-agent-compaction")
+
+    def _in_background(self, job, name: str) -> None:
+        """Run ``job`` in a thread of its own unless a background job is still running."""
+        with self._compactor_lock:
+            if self._compactor is not None and self._compactor.is_alive():
+                return
+            self._compactor = threading.Thread(target=job, name=name, daemon=True)
+            self._compactor.start()
+
+    def _compact_when_free(self) -> None:
+        with self._state.maint_lock:
+            try:
+                self._compact_locked()
+            except Exception as exc:  # noqa: BLE001 - the segments stay searchable and are compacted at the next checkpoint
+                log.warning("compacting the merged segments failed (%s); they stay searchable and are retried "
+                            "at the next merge or on close", exc)
+
+    def _rebuild_when_free(self) -> None:
+        with self._state.maint_lock:
+            try:
+                if health.outgrown(self._state):
+                    self._rebuild_locked(None, None)
+            except Exception as exc:  # noqa: BLE001 - the current index keeps serving; 'img-agent rebuild' retries
+                log.warning("retraining the outgrown index failed (%s); the current one keeps serving. Run "
+                            "'img-agent rebuild' to retry.", exc)
+
+    def _compact_locked(self) -> bool:
+        view = self._state.view
+        if view.main is None or not view.segments:
+            return False
+        index = segments.compact(view.main, view.segments)
+        self._publish(index, view.plan, view.generation + 1, EMPTY_IDS, rebuild=False, save=True,
+                      tuned=view.tuning)
+        return True
+
+    def _acquire(self) -> bool:
+        """Take ``maint_lock`` for an asked-for job: after the background job (if any) ends, else within 0.1 s."""
+        self.wait_for_background()
+        return self._state.maint_lock.acquire(timeout=0.1)
+
+    def wait_for_background(self, timeout: float | None = None) -> None:
+        """Wait until a background compaction or retrain (if any) has finished."""
+        thread = self._compactor
+        if thread is not None:
+            thread.join(timeout)
 
     def rebuild(self, progress: ProgressCallback | None = None, index_string: str | None = None) -> MaintenanceReport:
         """Retrain a new main index on the live vectors only; the one physical delete.
@@ -176,61 +215,70 @@ class Maintenance:
         Ids stay the same. Searches, adds and removes go on meanwhile: adds stay in the buffer,
         removals made during the rebuild are filtered out as usual. A given ``index_string`` becomes
         the store's chosen one (see the module docstring); without one the chosen string is kept.
+        A trained index then measures its cheapest search setting meeting ``recall_target``.
 
         Raises:
             InvalidInputError: ``index_string`` is not one the engine can use.
         """
         state = self._state
-        if not state.maint_lock.acquire(timeout=0.1):
+        if not self._acquire():
             raise BusyError("A merge or rebuild is already running; try again when it has finished.")
         try:
-            t0 = time.perf_counter()
-            view = state.view
-            live_ids = np.flatnonzero(view.live).astype(np.int64)
-            dropped = view.main_total + len(view.buffer_ids) - len(live_ids)
-            dim = state.vectors.dim
-            chosen = index_string.strip() if index_string else None
-            meta: dict[str, object] = {"last_rebuild": time.time()}
-            if chosen is not None:
-                if chosen != "auto":
-                    if dim is None:
-                        raise InvalidInputError(f"The store holds no vectors yet, so index string {chosen!r} cannot be "
-                                                "checked against their dimension; add images first, then rebuild.")
-                    faiss_plan.check_factory(chosen, dim, len(live_ids))
-                meta[CHOSEN_INDEX_KEY] = chosen
-            if not len(live_ids):
-                # nothing left: no main index at all (generation 0), every stale file removed
-                self._publish(None, None, 0, live_ids, rebuild=True, save=True, **meta)
-                return _report("rebuild", 0, dropped, state.view, t0, retrained=False, saved=True)
-            plan = faiss_plan.plan_for(len(live_ids), dim, chosen or chosen_index_string(state), state.settings.nprobe)
-            index = faiss_plan.build(plan, dim, live_ids, state.vectors.get, progress)
-            self._publish(index, plan, view.generation + 1, live_ids, rebuild=True, save=True, **meta)
-            return _report("rebuild", len(live_ids), dropped, state.view, t0, retrained=plan.trained, saved=True)
+            return self._rebuild_locked(progress, index_string)
         finally:
             state.maint_lock.release()
 
-    def checkpoint(self) -> bool:
-        """Write merges not yet in the index file (done by merges now and then, and on close)."""
+    def _rebuild_locked(self, progress: ProgressCallback | None, index_string: str | None) -> MaintenanceReport:
         state = self._state
-        if not state.maint_lock.acquire(timeout=0.1):
+        t0 = time.perf_counter()
+        view = state.view
+        live_ids = np.flatnonzero(view.live).astype(np.int64)
+        dropped = view.main_total + len(view.buffer_ids) - len(live_ids)
+        dim = state.vectors.dim
+        chosen = index_string.strip() if index_string else None
+        meta: dict[str, object] = {"last_rebuild": time.time()}
+        if chosen is not None:
+            if chosen != "auto":
+                if dim is None:
+                    raise InvalidInputError(f"The store holds no vectors yet, so index string {chosen!r} cannot be "
+                                            "checked against their dimension; add images first, then rebuild.")
+                faiss_plan.check_factory(chosen, dim, len(live_ids))
+            meta[CHOSEN_INDEX_KEY] = chosen
+        if not len(live_ids):
+            # nothing left: no main index at all (generation 0), every stale file removed
+            self._publish(None, None, 0, live_ids, rebuild=True, save=True, **meta)
+            return _report("rebuild", 0, dropped, state.view, t0, retrained=False, saved=True)
+        plan = faiss_plan.plan_for(len(live_ids), dim, chosen or chosen_index_string(state), state.settings.nprobe)
+        index = faiss_plan.build(plan, dim, live_ids, state.vectors.get, progress)
+        tuned = self._tune(index, plan, live_ids, progress)
+        self._publish(index, plan, view.generation + 1, live_ids, rebuild=True, save=True, tuned=tuned, **meta)
+        return _report("rebuild", len(live_ids), dropped, state.view, t0, retrained=plan.trained, saved=True)
+
+    def checkpoint(self) -> bool:
+        """Write merges not yet in the index file, compacting segments (done in the background, and on close)."""
+        state = self._state
+        if not self._acquire():
             return False
         try:
             view = state.view
             if view.main is None or not view.unsaved:
                 return False
-            self._publish(view.main, view.plan, view.generation + 1, EMPTY_IDS, rebuild=False, save=True)
+            if view.segments:
+                return self._compact_locked()
+            self._publish(view.main, view.plan, view.generation + 1, EMPTY_IDS, rebuild=False, save=True,
+                          tuned=view.tuning)
             return True
         finally:
             state.maint_lock.release()
 
     def _publish(self, index, plan: faiss_plan.IndexPlan | None, generation: int, ids: np.ndarray, *, rebuild: bool,
-                 save: bool, **meta: object) -> None:
-        """Switch to a new main index holding ``ids`` (exactly, for a rebuild; in addition, for a merge).
+                 save: bool, tuned: tuning.Tuning | None = None, **meta: object) -> None:
+        """Switch to a new main index holding ``ids`` (exactly, for a rebuild; in addition, for a merge) and no segments.
 
         With ``save`` the index is first written as file ``generation``; the catalog switches to it
         in the same transaction that records its content, so a crash leaves the old or the new state.
         Without it (a merge between checkpoints) only the catalog records the merge; opening re-adds
-        those vectors from the vector store.
+        those vectors from the vector store. ``tuned`` is the measured search setting of ``index``.
         """
         state = self._state
         if save and index is not None:
@@ -242,6 +290,11 @@ class Maintenance:
                     path.with_name(path.name + ".tmp").unlink()
                 raise os_error(exc if isinstance(exc, OSError) else _errno_of(exc), state.index_dir) from exc
             meta["main_crc"] = file_crc(path)
+        view = state.view
+        twin = view.twin if index is view.main or (view.main is not None and plan == view.plan and not rebuild) else None
+        if index is not None and twin is None:
+            twin = segments.empty_twin(index)  # unpublished yet: nobody searches it
+        meta[TUNING_KEY] = tuned.to_json() if tuned is not None else ""
         with state.write_lock:
             state.catalog.commit_generation(
                 ids, generation=generation, rebuild=rebuild, persisted=save,
@@ -251,46 +304,15 @@ class Maintenance:
             keep = ~np.isin(view.buffer_ids, ids, assume_unique=True)
             unsaved = 0 if save or index is None else view.unsaved + len(ids)
             state.view = replace(view, main=index, plan=plan, generation=generation, buffer_ids=view.buffer_ids[keep],
-                                 buffer_vecs=view.buffer_vecs[keep], unsaved=unsaved)
+                                 buffer_vecs=view.buffer_vecs[keep], unsaved=unsaved, spare=None, segments=(),
+                                 twin=twin, tuning=tuned)
         if save:
             remove_stale_generations(state, generation)
 
     # -- advice -------------------------------------------------------------------------------
     def advice(self) -> tuple[bool, bool, list[str]]:
         """(merge advised, rebuild advised, human-readable hints)."""
-        state = self._state
-        settings = state.settings
-        view = state.view
-        hints: list[str] = []
-        n_live = view.n_live
-        merge = len(view.buffer_ids) >= settings.merge_threshold
-        if merge:
-            hints.append(f"merge advised: {len(view.buffer_ids):,} images wait in the exact buffer (threshold "
-                         f"{settings.merge_threshold:,}); run 'img-agent merge'.")
-        rebuild = False
-        if view.main is not None:
-            tomb = view.main.ntotal - (n_live - len(view.buffer_ids))
-            if tomb > REBUILD_DELETED_FRACTION * max(1, view.main.ntotal):
-                rebuild = True
-                hints.append(f"rebuild advised: {tomb:,} removed images still occupy the main index "
-                             f"({tomb / view.main.ntotal:.0%}); run 'img-agent rebuild' to drop them.")
-        dim = state.vectors.dim
-        if dim and n_live:
-            chosen = chosen_index_string(state)
-            try:
-                want = faiss_plan.plan_for(n_live, dim, chosen, settings.nprobe)
-            except InvalidInputError as exc:
-                hints.append(f"The index string {chosen!r} does not fit this collection ({exc}) Choose another with "
-                             "'img-agent rebuild --index-string', or 'auto'.")
-                return merge, rebuild, hints
-            have = view.plan.factory if view.plan else None
-            if want.note:
-                hints.append(want.note)
-            if have is not None and have != want.factory and _outgrown(have, want):
-                rebuild = True
-                hints.append(f"rebuild advised: {n_live:,} images would be served better by {want.factory} "
-                             f"than by the current {have}; run 'img-agent rebuild'.")
-        return merge, rebuild, hints
+        return health.advice(self._state)
 
     def maintain(self, progress: ProgressCallback | None = None) -> list[MaintenanceReport]:
         """Merge and rebuild if advised (what ``img-agent index`` runs after adding)."""
@@ -304,44 +326,7 @@ class Maintenance:
 
     def status(self, *, model: str, pretrained: str, dim: int | None) -> IndexStatus:
         """What the store holds and how it is indexed, with advice."""
-        state = self._state
-        settings = state.settings
-        view = state.view
-        n_live = view.n_live
-        n_buf = len(view.buffer_ids)
-        meta = state.catalog.meta()
-        merge, rebuild, hints = self.advice()
-        hints = [*state.notices, *hints]
-        plan = view.plan
-        data_dir = settings.data_dir
-        return IndexStatus(
-            live=n_live,
-            main=n_live - n_buf,
-            buffer=n_buf,
-            deleted=(view.main.ntotal - (n_live - n_buf)) if view.main is not None else 0,
-            index=plan.factory if plan else ("none (exact buffer only)" if n_buf else "none"),
-            index_string=chosen_index_string(state),
-            trained=bool(plan and plan.trained),
-            nlist=plan.nlist if plan else None,
-            nprobe=plan.nprobe if plan else None,
-            rerank_candidates=(
-                faiss_plan.rerank_candidates(10, settings.rerank) if plan and not plan.exact_scores else None
-            ),
-            model=model,
-            pretrained=pretrained,
-            dim=dim or 0,
-            generation=view.generation,
-            unsaved=view.unsaved,
-            bytes_on_disk=sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file()),
-            data_dir=str(data_dir),
-            merge_threshold=settings.merge_threshold,
-            last_merge=_time(meta.get("last_merge")),
-            last_rebuild=_time(meta.get("last_rebuild")),
-            hints=hints,
-            merge_advised=merge,
-            rebuild_advised=rebuild,
-            read_only=state.read_only,
-        )
+        return health.status(self._state, model=model, pretrained=pretrained, dim=dim)
 
 
 def _report(op: str, moved: int, dropped: int, view: View, t0: float, *, retrained: bool,
@@ -353,26 +338,8 @@ def _report(op: str, moved: int, dropped: int, view: View, t0: float, *, retrain
     )
 
 
-def _time(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
 def _errno_of(exc: Exception) -> OSError:
     """The OS error behind a failed faiss write (faiss names it only in its message)."""
     text = str(exc).lower()
     code = errno.ENOSPC if "no space" in text or "disk quota" in text else errno.EIO
     return OSError(code, os.strerror(code))
-
-
-def _outgrown(have: str, want: faiss_plan.IndexPlan) -> bool:
-    """Whether the current index type no longer fits the collection (worth a retrain)."""
-    if have == "Flat" or want.factory == "Flat":
-        return True
-    m = re.search(r"IVF(\d+)", have)
-    if m and want.nlist:
-        ratio = want.nlist / int(m.group(1))
-        return ratio >= 4 or ratio <= 0.25
-    return have.split(",")[-1] != want.factory.split(",")[-1]

@@ -56,10 +56,10 @@ def photo_values(photo: PhotoMeta | None) -> tuple:
     return tuple(getattr(photo, name) for name in PHOTO_FIELDS) if photo is not None else (None,) * len(PHOTO_FIELDS)
 
 
-def record_of(row: tuple) -> ImageRecord:
-    """The record of a row selected as :data:`RECORD_COLUMNS`."""
-    return ImageRecord(
+def record_of(row: tuple, cls: type[ImageRecord] = ImageRecord, **extra: object) -> ImageRecord:
+    """The record of a row selected as :data:`RECORD_COLUMNS` (a ``cls`` such as SearchHit takes ``extra`` fields)."""
+    return cls(
         id=row[0], path=row[1], sha256=row[2], size=row[3], width=row[4], height=row[5], format=row[6],
         mtime=row[7], added_at=row[8], description=row[9], tags=json.loads(row[10] or "[]"),
-        **dict(zip(PHOTO_FIELDS, row[11:], strict=True)),
+        **dict(zip(PHOTO_FIELDS, row[11:], strict=True)), **extra,
     )

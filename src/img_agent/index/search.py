@@ -14,8 +14,10 @@ import os
 
 import numpy as np
 
+from img_agent.config import Settings
 from img_agent.errors import InvalidInputError
-from img_agent.index import faiss_plan, filters
+from img_agent.index import faiss_plan, filters, segments
+from img_agent.index.rows import record_of
 from img_agent.index.state import EMPTY_IDS, State, View
 from img_agent.results import SearchFilter, SearchHit
 
@@ -40,15 +42,14 @@ class Searcher:
         """Per query (unit rows of ``q``), the top-k hits with their catalog records."""
         ranked = self.ids(q, k, filter, exclude)
         # Results are those of the view's moment: an image removed since then keeps its record here.
-        catalog = self._state.catalog
-        records = catalog.records(np.unique(np.concatenate([r[0] for r in ranked])), include_deleted=True)
+        rows = self._state.catalog.record_rows(np.unique(np.concatenate([r[0] for r in ranked])), include_deleted=True)
         out = []
         for ids, scores in ranked:
             hits = []
             for image_id, score in zip(ids.tolist(), scores.tolist()):
-                rec = records.get(image_id)
-                if rec is not None:
-                    hits.append(SearchHit(**rec.model_dump(), rank=len(hits) + 1, score=round(float(score), 6)))
+                row = rows.get(image_id)
+                if row is not None:  # one validation per hit, straight from the catalog row
+                    hits.append(record_of(row, SearchHit, rank=len(hits) + 1, score=round(float(score), 6)))
             out.append(hits)
         return out
 
@@ -107,13 +108,16 @@ class Searcher:
 
         plan = view.plan
         selector = faiss_plan.bitmap_selector(bitmap)
-        params = faiss_plan.search_params(plan, selector)
-        kk = k if plan.exact_scores else faiss_plan.rerank_candidates(k, self._state.settings.rerank)
-        kk = min(kk, view.main.ntotal)
+        nprobe, candidates = search_setting(view, self._state.settings, k)
+        params = faiss_plan.search_params(plan, selector, nprobe)
+        kk = min(k if plan.exact_scores else candidates, view.main_total)
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1 if len(q) <= 4 else os.cpu_count() or 1)
         try:
-            dist, labels = view.main.search(q, kk, params=params)
+            if view.segments:
+                dist, labels = segments.search(view.main, view.segments, q, kk, params)
+            else:
+                dist, labels = view.main.search(q, kk, params=params)
         finally:
             faiss.omp_set_num_threads(threads)
         del selector  # the bitmap had to outlive the search
@@ -138,6 +142,22 @@ class Searcher:
                 cand = topk(chunk, scores[:, i], k)
                 best[i] = topk(np.concatenate([best[i][0], cand[0]]), np.concatenate([best[i][1], cand[1]]), k)
         return best
+
+
+def search_setting(view: View, settings: Settings, k: int) -> tuple[int | None, int]:
+    """(nprobe, candidates re-ranked exactly) for a top-``k`` search of ``view``'s main index.
+
+    The user's settings win (``nprobe``; ``rerank`` when changed from its default); otherwise the
+    setting the index measured for itself when it was trained (:mod:`~img_agent.index.tuning`);
+    otherwise the size rule of :mod:`~img_agent.index.faiss_plan`.
+    """
+    tuned = view.tuning
+    nprobe = settings.nprobe or (tuned.nprobe if tuned is not None else None) or (view.plan.nprobe if view.plan else None)
+    if "rerank" in settings.model_fields_set or tuned is None or tuned.candidates(k) is None:
+        candidates = faiss_plan.rerank_candidates(k, settings.rerank)
+    else:
+        candidates = max(k, int(tuned.candidates(k)))
+    return nprobe, candidates
 
 
 def topk(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

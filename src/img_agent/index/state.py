@@ -19,6 +19,7 @@ import numpy as np
 from img_agent.config import Settings
 from img_agent.index import faiss_plan
 from img_agent.index.catalog import Catalog
+from img_agent.index.tuning import Tuning
 from img_agent.index.vectors import VectorStore
 
 EMPTY_IDS = np.empty(0, dtype=np.int64)
@@ -34,7 +35,11 @@ class View:
     live: np.ndarray  # bool[next_id]: searchable
     buffer_ids: np.ndarray  # int64, ascending
     buffer_vecs: np.ndarray  # float32 (len(buffer_ids), dim)
-    unsaved: int = 0  # vectors in ``main`` that its generation file does not hold yet
+    unsaved: int = 0  # vectors in ``main`` and ``segments`` that the generation file does not hold yet
+    segments: tuple[Any, ...] = ()  # merged since the last compaction, searched with ``main`` (see segments.py)
+    twin: Any | None = None  # an empty trained copy of ``main`` that new segments are cloned from
+    tuning: Tuning | None = None  # the measured search setting of ``main`` (see tuning.py)
+    spare: Spare | None = field(default=None, repr=False, compare=False)  # room behind the buffer (see with_live)
     bitmap: np.ndarray = field(init=False)  # packed ``live`` for the faiss selector
     n_live: int = field(init=False)
 
@@ -44,17 +49,51 @@ class View:
 
     @property
     def main_total(self) -> int:
-        """Vectors physically in the main index (live ones and tombstones)."""
-        return self.main.ntotal if self.main is not None else 0
+        """Vectors physically in the main index and its segments (live ones and tombstones)."""
+        if self.main is None:
+            return 0
+        return self.main.ntotal + sum(segment.ntotal for segment in self.segments)
 
     def with_live(self, live: np.ndarray, add_ids: np.ndarray = EMPTY_IDS, add_vecs: np.ndarray | None = None) -> View:
-        """This view with liveness ``live``; the buffer keeps its live rows and gains ``add_ids``."""
-        keep = live[self.buffer_ids]
-        ids, vecs = self.buffer_ids[keep], self.buffer_vecs[keep]
+        """This view with liveness ``live``; the buffer keeps its live rows and gains ``add_ids``.
+
+        Appends go into spare capacity behind the buffer (doubling when full), so a bulk add costs
+        amortised O(rows added), not a copy of the whole buffer per batch. Rows past a view's own
+        length are never read by it, so published views stay unchanged.
+        """
+        ids, vecs, spare = self.buffer_ids, self.buffer_vecs, self.spare
+        keep = live[ids]
+        if not keep.all():
+            ids, vecs, spare = ids[keep], vecs[keep], None
         if len(add_ids):
-            ids = np.concatenate([ids, add_ids])
-            vecs = np.concatenate([vecs, add_vecs]) if len(vecs) else np.asarray(add_vecs, dtype=np.float32)
-        return replace(self, live=live, buffer_ids=ids, buffer_vecs=vecs)
+            ids, vecs, spare = _appended(ids, vecs, spare, add_ids, np.asarray(add_vecs, dtype=np.float32))
+        return replace(self, live=live, buffer_ids=ids, buffer_vecs=vecs, spare=spare)
+
+
+class Spare:
+    """Backing arrays of a buffer with room to grow; ``used`` rows are taken by the newest view."""
+
+    __slots__ = ("ids", "used", "vecs")
+
+    def __init__(self, ids: np.ndarray, vecs: np.ndarray, used: int) -> None:
+        self.ids, self.vecs, self.used = ids, vecs, used
+
+
+def _appended(ids: np.ndarray, vecs: np.ndarray, spare: Spare | None, add_ids: np.ndarray,
+              add_vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray, Spare]:
+    n, m = len(ids), len(add_ids)
+    if spare is None or spare.used != n or len(spare.ids) < n + m:
+        cap = max(1024, 2 * (n + m))
+        dim = add_vecs.shape[1]
+        grown = Spare(np.empty(cap, np.int64), np.empty((cap, dim), np.float32), n)
+        grown.ids[:n] = ids
+        if n:
+            grown.vecs[:n] = vecs
+        spare = grown
+    spare.ids[n : n + m] = add_ids
+    spare.vecs[n : n + m] = add_vecs
+    spare.used = n + m
+    return spare.ids[: n + m], spare.vecs[: n + m], spare
 
 
 class State:
@@ -75,7 +114,7 @@ class State:
         self.index_dir: Path = settings.data_dir / "index"
         self.write_lock = threading.RLock()
         self.maint_lock = threading.Lock()
-        self.view: View  # published by maintenance.load_view at open
+        self.view: View  # published by generations.load_view at open
 
     def gen_path(self, generation: int) -> Path:
         """The main index file of ``generation``."""

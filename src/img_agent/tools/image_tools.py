@@ -265,7 +265,9 @@ class ImageTools(MaintenanceTools, QueryTools, WatchTools, DuplicateTools, NoteT
 
         job_id = self.jobs.start("add", "add " + ", ".join(paths[:3]) + (" ..." if len(paths) > 3 else ""), work)
         info, report = self.jobs.follow(job_id, wait=wait, progress=progress, cancel=cancel, poll=PROGRESS_POLL_S)
-        return report if isinstance(report, AddReport) else AddReport(skipped=skipped, job=info)
+        if isinstance(report, AddReport):  # finished already; a caller that did not wait still gets its job
+            return report if wait else report.model_copy(update={"job": info})
+        return AddReport(skipped=skipped, job=info)
 
     @tool(title="Remove images from the index", read_only=False, destructive=True, idempotent=True)
     def remove_images(
