@@ -29,6 +29,16 @@ def default_data_dir() -> Path:
     return base / "img-agent"
 
 
+def user_cache_dir() -> Path:
+    """Per-user cache directory following each platform's convention (``$XDG_CACHE_HOME/img-agent``,
+    ``~/Library/Caches/img-agent``, ``%LOCALAPPDATA%/img-agent/cache``)."""
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "img-agent" / "cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "img-agent"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "img-agent"
+
+
 def user_config_file() -> Path:
     """The per-user settings file (dotenv syntax): ``IMG_AGENT_CONFIG``, else ``config.env`` in the
     platform's config folder (``$XDG_CONFIG_HOME/img-agent``, ``~/Library/Application Support/img-agent``,

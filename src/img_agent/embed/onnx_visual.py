@@ -23,7 +23,6 @@ import hashlib
 import logging
 import os
 import re
-import sys
 import tempfile
 import threading
 import warnings
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from img_agent.errors import ConfigError, ModelError
+from img_agent.locations import user_cache_dir
 
 if TYPE_CHECKING:
     import torch
@@ -70,14 +70,8 @@ class OnnxVisualError(ModelError):
 
 
 def default_cache_dir() -> Path:
-    """Per-user cache folder for exported graphs, following each platform's convention."""
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "img-agent" / "onnx"
+    """Per-user cache folder for exported graphs (see :func:`~img_agent.locations.user_cache_dir`)."""
+    return user_cache_dir() / "onnx"
 
 
 def _cores() -> int:
