@@ -85,6 +85,7 @@ def print_status(st: Json) -> None:
         ("images (live)", f"{st['live']:,}"), ("in main index", f"{st['main']:,}"), ("in buffer", f"{st['buffer']:,}"),
         ("removed, awaiting rebuild", f"{st['deleted']:,}"), ("index", st["index"]),
         ("index string", st["index_string"]), ("nlist / nprobe", f"{st['nlist'] or '-'} / {st['nprobe'] or '-'}"),
+        ("search setting", st.get("tuning") or "-"), ("segments", str(st.get("segments", 0))),
         ("model", f"{st['model']} ({st['pretrained']}), {st['dim']}-d"), ("generation", str(st["generation"])),
         ("data dir", st["data_dir"]), ("size on disk", _human_bytes(st["bytes_on_disk"])),
         ("last merge", _when(st["last_merge"])), ("last rebuild", _when(st["last_rebuild"])),
