@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -30,14 +31,19 @@ def machine_info() -> dict:
         "loadavg_start": _loadavg(),
         "nice": _nice(),
     }
-    for mod in ("numpy", "faiss", "torch", "open_clip"):
-        m = sys.modules.get(mod)
-        if m is None:
+    # versions from the installed distributions' metadata: importing torch and open_clip costs seconds
+    for key, dists in (("numpy", ("numpy",)), ("faiss", ("faiss-cpu", "faiss-gpu", "faiss")), ("torch", ("torch",)),
+                       ("open_clip", ("open_clip_torch",))):
+        m = sys.modules.get(key)
+        if m is not None and getattr(m, "__version__", None):
+            info[key] = m.__version__
+            continue
+        for dist in dists:
             try:
-                m = __import__(mod)
-            except ImportError:
+                info[key] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
                 continue
-        info[mod] = getattr(m, "__version__", "?")
     return info
 
 
