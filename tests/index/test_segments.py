@@ -48,6 +48,13 @@ def check_exact(eng: Engine, x: np.ndarray, live: np.ndarray, q: np.ndarray, k: 
     return got
 
 
+def assert_same_answers(before: list, after: list) -> None:
+    """The same ids in the same order, with the same scores, for every query."""
+    for (a, sa), (b, sb) in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(sa, sb, atol=1e-6)
+
+
 @pytest.fixture()
 def data():
     x = clip_like_vectors(N, DIM, seed=21, clusters=24)
@@ -85,9 +92,7 @@ def test_merges_become_segments_searched_as_one_index(tmp_path, data):
         st = eng.status()
         assert st.segments == 0 and st.generation == generation + 1 and st.unsaved == 0
         assert eng.main_index.ntotal == 5000 and st.deleted == len(gone)
-        for (a, sa), (b, sb) in zip(before, eng.search_ids(q, 20), strict=True):
-            np.testing.assert_array_equal(a, b)
-            np.testing.assert_allclose(sa, sb, atol=1e-6)
+        assert_same_answers(before, eng.search_ids(q, 20))
 
 
 def test_segments_fold_and_survive_reopening(tmp_path, data):
@@ -109,9 +114,7 @@ def test_segments_fold_and_survive_reopening(tmp_path, data):
     with open_engine(tmp_path) as eng:
         st = eng.status()
         assert st.segments == 0 and st.unsaved == 0 and st.main == live.sum()
-        for (a, sa), (b, sb) in zip(before, eng.search_ids(q, 20), strict=True):
-            np.testing.assert_array_equal(a, b)
-            np.testing.assert_allclose(sa, sb, atol=1e-6)
+        assert_same_answers(before, eng.search_ids(q, 20))
 
 
 def test_reopen_after_crash_readds_unsaved_segments(tmp_path, data):
