@@ -94,6 +94,15 @@ class Settings(_FromFiles):
     recall_target: float = Field(
         0.99, gt=0, le=1, description="Recall@10 a trained index tunes its search setting to reach, measured on a held-out "
                                       "sample of the store's own vectors after each training.")
+    vector_store: str | None = Field(
+        None, description="Where a new store's vectors are searched: 'faiss' (in-process, the default) or a Milvus URI: "
+        "a local '*.db' file (Milvus Lite) or 'http(s)://host:19530' (Milvus standalone or cluster). A store keeps the "
+        "one it was created with (default: that one); 'img-agent migrate --to URI' moves it.")
+    milvus_token: str | None = Field(None, description="Milvus token ('user:password' or an API key) for a server URI.")
+    milvus_db: str | None = Field(None, description="Milvus database name (default: the server's 'default').")
+    milvus_collection: str = Field(
+        "img_agent", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$",
+        description="Milvus collection holding this store's images (letters, digits and '_').")
     merge_threshold: int = Field(
         DEFAULT_MERGE_THRESHOLD, ge=1, description="Buffer size at which an add merges the buffer into the main index."
     )

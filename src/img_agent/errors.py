@@ -12,6 +12,7 @@ Every message says what happened and what to do about it, so adapters can hand
     │   ├── StoreInUseError        another process (the store's service) holds the store
     │   ├── StoreReadOnlyError     a change was asked of a store opened read-only
     │   ├── StoreWriteError        writing the store failed (disk full, I/O error); committed work is kept
+    │   ├── VectorStoreError       the external vector database (Milvus) cannot be reached or refused a request
     │   └── ModelMismatchError     store was built with another model / dimension
     ├── InvalidInputError      a caller passed something unusable (bad k, bad vector shape)
     │   ├── NotFoundError          unknown image id or path
@@ -66,6 +67,10 @@ class StoreReadOnlyError(StoreError):
 
 class StoreWriteError(StoreError):
     """Writing the store failed (disk full, I/O error). What was committed before stays committed."""
+
+
+class VectorStoreError(StoreError):
+    """The external vector database (Milvus) cannot be reached, or refused a request."""
 
 
 class ModelMismatchError(StoreError):

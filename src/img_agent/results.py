@@ -300,6 +300,20 @@ class IndexStatus(BaseModel):
     rebuild_advised: bool = Field(False, description="Whether rebuild_index is due (many removals, or outgrown).")
     jobs: list[JobInfo] = Field(default_factory=list, description="Indexing jobs, running and recent, with their progress.")
     read_only: bool = Field(False, description="Whether the store is read-only (searches work, changes are refused).")
+    vector_store: str = Field("faiss", description="Where the vectors are searched: 'faiss' or the Milvus URI.")
+
+
+class MigrateReport(BaseModel):
+    """A move of a store's vectors between the faiss engine and Milvus (``img-agent migrate``)."""
+
+    source: str = Field(description="Where the vectors were searched before: 'faiss' or a Milvus URI.")
+    target: str = Field(description="Where they are searched now (unless cancelled).")
+    images: int = Field(0, description="Live images in the store.")
+    copied: int = Field(0, description="Images copied by this run (a resumed run copies only the rest).")
+    resumed_from: int = Field(0, description="First id this run copied (0: from the start; more: it resumed).")
+    index: str = Field("", description="The target's index after the move.")
+    cancelled: bool = Field(False, description="Stopped before the switch; run again to resume.")
+    seconds: float = 0.0
 
 
 class BackupReport(BaseModel):

@@ -94,7 +94,7 @@ def test_help_lists_every_command():
     lines = build_parser().format_help().splitlines()
     listed = [line.split()[0] for line in lines if line.startswith("    ") and not line.startswith("     ")]
     assert listed == ["index", "search", "remove", "merge", "rebuild", "status", "tag", "tags", "describe", "duplicates",
-                      "watch", "doctor", "repair", "backup", "service", "web", "serve", "tools", "ask", "chat", "bench"]
+                      "watch", "doctor", "repair", "backup", "migrate", "service", "web", "serve", "tools", "ask", "chat", "bench"]
 
 
 def test_json_errors_are_json_on_stdout_with_the_same_exit_status(tmp_path):

@@ -20,6 +20,7 @@ import pytest
 
 from img_agent.config import Settings
 from img_agent.errors import AccessDeniedError, InvalidInputError
+from img_agent.index import filters, milvus_filter
 from img_agent.index import search as search_module
 from img_agent.index.engine import Engine
 from img_agent.results import SearchFilter
@@ -80,7 +81,7 @@ def make_rows(n: int, seed: int) -> tuple[list[str], list[dict]]:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def faiss_store(tmp_path_factory):
     """(engine, unit vectors, paths, metadata): the main index is IVF16,Flat probed fully, plus a buffer."""
     x = clip_like_vectors(N_MAIN + N_BUFFER, DIM, seed=5)
     p1, m1 = make_rows(N_MAIN, 1)
@@ -97,18 +98,53 @@ def store(tmp_path_factory):
     engine.close()
 
 
-@pytest.fixture(params=["exact-subset", "faiss-selector"])
+@pytest.fixture(scope="module")
+def milvus_store(tmp_path_factory):
+    """The same images in a Milvus Lite collection (exact FLAT index at this size)."""
+    x = clip_like_vectors(N_MAIN + N_BUFFER, DIM, seed=5)
+    p1, m1 = make_rows(N_MAIN, 1)
+    p2, m2 = make_rows(N_BUFFER, 2)
+    folder = tmp_path_factory.mktemp("filters-milvus")
+    settings = Settings(data_dir=folder / "data", model="stub", vector_store=str(folder / "milvus.db"))
+    engine = Engine.open(settings, encoder=StubEncoder(DIM))
+    engine.add_vectors(x[:N_MAIN], p1, metadata=m1)
+    engine.merge()
+    engine.add_vectors(x[N_MAIN:], p2, metadata=m2)
+    assert engine.status().vector_store == str(folder / "milvus.db")
+    yield engine, x, p1 + p2, m1 + m2
+    engine.close()
+
+
+@pytest.fixture
+def store(request):
+    """The faiss store, or the Milvus one when the test runs on the ``milvus`` search path."""
+    on_milvus = "path" in request.fixturenames and request.getfixturevalue("path") == "milvus"
+    return request.getfixturevalue("milvus_store" if on_milvus else "faiss_store")
+
+
+def refuse(*args, **kwargs):
+    raise AssertionError("the exact fallback ran; the index (faiss selector or Milvus expression) should have answered")
+
+
+@pytest.fixture(params=["exact-subset", "faiss-selector", "milvus"])
 def path(request, monkeypatch):
-    """Which search path answers: the exact search over the allowed ids, or faiss with the selector bitmap
-    (the exact fallback is then refused, so the faiss answer itself is checked)."""
+    """Which search path answers: the exact search over the allowed ids, faiss with the selector bitmap (the
+    exact fallback is then refused, so the faiss answer itself is checked), or Milvus with the filter as a
+    boolean expression (refused likewise wherever Milvus can express the filter)."""
     if request.param == "faiss-selector":
         monkeypatch.setattr(search_module, "EXACT_SUBSET_MAX", 0)
-
-        def refuse(*args, **kwargs):
-            raise AssertionError("the exact fallback ran; the faiss selector path should have answered")
-
-        monkeypatch.setattr(search_module.Searcher, "_exact", refuse)
+        monkeypatch.setattr(search_module.Searcher, "exact", refuse)
     return request.param
+
+
+def milvus_answers(path: str, conditions: dict, monkeypatch) -> bool:
+    """On the Milvus path, refuse the exact fallback when Milvus can express ``conditions``; whether it can."""
+    if path != "milvus":
+        return False
+    expressible = milvus_filter.expression(filters.check(SearchFilter(**conditions))) is not None
+    if expressible:
+        monkeypatch.setattr(search_module.Searcher, "exact", refuse)
+    return expressible
 
 
 def queries(x: np.ndarray) -> np.ndarray:
@@ -189,9 +225,10 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_filter_matches_the_exact_oracle(store, path, case):
+def test_filter_matches_the_exact_oracle(store, path, case, monkeypatch):
     engine, x, paths, metadata = store
     conditions, allows = CASES[case]
+    assert milvus_answers(path, conditions, monkeypatch) == (path == "milvus" and case != "glob-class")
     allowed = [allows(p, m) for p, m in zip(paths, metadata, strict=True)]
     n_allowed = sum(allowed)
     if case == "tags-all-unknown":
@@ -208,8 +245,9 @@ def test_filter_matches_the_exact_oracle(store, path, case):
         assert all(allowed[h.id] for h in hits)
 
 
-def test_min_score_drops_weaker_results(store, path):
+def test_min_score_drops_weaker_results(store, path, monkeypatch):
     engine, x, paths, _ = store
+    milvus_answers(path, {"glob": "*.png"}, monkeypatch)
     q = queries(x)[:1]
     scores = np.sort(x @ q[0])[::-1]
     floor = float(scores[7])  # 8 of the best pass: fewer than k
@@ -219,6 +257,19 @@ def test_min_score_drops_weaker_results(store, path):
     allowed = [p.lower().endswith(".png") for p in paths]
     hits = engine.search_vectors(q, K, SearchFilter(glob="*.png", min_score=0.0))[0]
     assert [h.id for h in hits] == oracle(x, allowed, q[0], K, min_score=0.0)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_milvus_expression_selects_exactly_the_allowed_images(milvus_store, case):
+    engine, _, paths, metadata = milvus_store
+    conditions, allows = CASES[case]
+    expr = milvus_filter.expression(filters.check(SearchFilter(**conditions)))
+    if case == "glob-class":
+        assert expr is None  # a character class has no exact Milvus form: answered from the catalog
+        return
+    index = engine._state.external.index
+    allowed = [i for i, (p, m) in enumerate(zip(paths, metadata, strict=True)) if allows(p, m)]
+    assert index.query_ids(len(paths), expr).tolist() == allowed
 
 
 def test_folder_is_component_wise(store):

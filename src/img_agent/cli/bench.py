@@ -214,6 +214,13 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     _add_common(sc)
     sc.set_defaults(func=cmd_scale)
 
+    bk = add(sub, "backends", help="faiss and Milvus Lite side by side: insert, search, filtered search, deletes",
+             description="Insert N vectors into the faiss engine and into Milvus Lite (index by size, and IVF_FLAT) "
+                         "through the same engine API, then search and filtered search round-robin with recall "
+                         "against exact search, then remove 1k ids and count how many come back.")
+    _add_common(bk)
+    bk.set_defaults(func=cmd_backends)
+
     rp = sub.add_parser("report", help="re-render markdown and plots from the JSON results in a folder",
                         description="Rebuild <name>.md and the PNG plots from <name>.json (after a code change to "
                                     "the report, or to merge results), without measuring anything.")
@@ -249,6 +256,13 @@ def cmd_scale(ctx: CLIContext) -> int:
     from img_agent.bench import scale
 
     print(scale.run(ctx.args))
+    return 0
+
+
+def cmd_backends(ctx: CLIContext) -> int:
+    from img_agent.bench import backends
+
+    print(backends.run(ctx.args))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The store-care commands: ``doctor`` (diagnose, read-only), ``repair`` and ``backup DEST``."""
+"""The store-care commands: ``doctor`` (diagnose, read-only), ``repair``, ``backup DEST`` and ``migrate --to URI``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from img_agent.cli.context import CLIContext
 
-COMMANDS = ("doctor", "repair", "backup")
+COMMANDS = ("doctor", "repair", "backup", "migrate")
 """The commands this module adds."""
 
 
@@ -30,6 +30,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                               "adds wait during the copy, searches go on. The copy is a store of its own.")
     p.add_argument("dest", metavar="DEST", help="new or empty folder for the copy")
     p.set_defaults(func=cmd_backup)
+    p = subparsers.add_parser("migrate", parents=[common], help="move the store's vectors to Milvus, or back to faiss",
+                              description="Stop the store's service, then move the vectors: to a Milvus URI (copied "
+                              "in batches, ids kept; interrupted, it resumes where it stopped when run again) or "
+                              "back to 'faiss' (an index trained on the store's own vector file). The store "
+                              "switches over at the end; the next command starts the service on the new store.")
+    p.add_argument("--to", required=True, metavar="URI",
+                   help="'faiss', a Milvus Lite file such as ~/images/milvus.db, or http(s)://host:19530")
+    p.set_defaults(func=cmd_migrate)
 
 
 def _data_dir(ctx: CLIContext) -> Path:
@@ -79,6 +87,27 @@ def cmd_backup(ctx: CLIContext) -> int:
     ctx.emit(result, lambda: print(
         f"Backed up {result['images']:,} images ({result['rows']:,} vectors, index generation {result['generation']}, "
         f"{result['bytes'] / 1e6:.1f} MB) to {result['dest']} in {result['seconds']:.1f} s."))
+    return 0
+
+
+def cmd_migrate(ctx: CLIContext) -> int:
+    from img_agent.cli import output
+    from img_agent.index.engine import Engine
+
+    stopped = ctx.service().stop()  # the service holds the store's lock
+    if stopped is not None and not ctx.json:
+        print(f"Stopped the store's service (pid {stopped.pid}); the next command starts it again.", file=sys.stderr)
+    bar = output.progress_bar("migrating")
+    # the store opens with the vector store it has, whatever IMG_AGENT_VECTOR_STORE says
+    with Engine.open(ctx.settings().model_copy(update={"vector_store": None})) as engine:
+        try:
+            report = engine.migrate(ctx.args.to, progress=bar)
+        finally:
+            bar.close()
+    ctx.emit(report, lambda: print(
+        f"Moved {report.images:,} images from {report.source} to {report.target}"
+        + (f" ({report.copied:,} copied by this run, resuming at id {report.resumed_from})" if report.resumed_from
+           else "") + f"; index: {report.index or 'none yet'}; {report.seconds:.1f} s."))
     return 0
 
 

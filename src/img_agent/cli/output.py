@@ -87,7 +87,8 @@ def print_status(st: Json) -> None:
         ("index string", st["index_string"]), ("nlist / nprobe", f"{st['nlist'] or '-'} / {st['nprobe'] or '-'}"),
         ("search setting", st.get("tuning") or "-"), ("segments", str(st.get("segments", 0))),
         ("model", f"{st['model']} ({st['pretrained']}), {st['dim']}-d"), ("generation", str(st["generation"])),
-        ("data dir", st["data_dir"]), ("size on disk", _human_bytes(st["bytes_on_disk"])),
+        ("vector store", st.get("vector_store", "faiss")), ("data dir", st["data_dir"]),
+        ("size on disk", _human_bytes(st["bytes_on_disk"])),
         ("last merge", _when(st["last_merge"])), ("last rebuild", _when(st["last_rebuild"])),
     ]
     _print_rows(rows)

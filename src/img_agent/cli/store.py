@@ -27,6 +27,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
     p.add_argument("--prune", action="store_true", help="remove indexed images whose files vanished from these folders")
     p.add_argument("--no-maintain", action="store_true", help="skip the merge/rebuild advised after adding")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="encode on a Ray cluster: 'auto', 'host:6379' or 'ray://host:10001'; alone, a Ray started on "
+                        "this machine (this command then holds the store: its service is stopped)")
+    p.add_argument("--ray-actors", type=int, default=None, metavar="N",
+                   help="encoder actors on Ray (default: one per GPU of the cluster, else one per node)")
     p.set_defaults(func=cmd_index)
 
     p = subparsers.add_parser("search", parents=[common], help="search by text, by image file or by an indexed id")
@@ -124,6 +129,8 @@ def cmd_index(ctx: CLIContext) -> int:
         )
     if missing:  # the inputs that exist are indexed; the missing ones are named on stderr and listed as skipped
         output.print_missing_inputs(missing)
+    if args.ray is not None:
+        return _index_on_ray(ctx, paths)
     report = _add(ctx, paths, recursive=not args.no_recursive, prune=args.prune)
     maintenance = []
     if ctx.settings().auto_rebuild and not args.no_maintain:
@@ -132,6 +139,32 @@ def cmd_index(ctx: CLIContext) -> int:
             maintenance.append(ctx.call("rebuild_index"))
         elif status["merge_advised"]:
             maintenance.append(ctx.call("merge_buffer"))
+    ctx.emit({"report": report, "maintenance": maintenance},
+             lambda: output.print_add_report(report, maintenance, pruned=args.prune))
+    return 0
+
+
+def _index_on_ray(ctx: CLIContext, paths: list[str]) -> int:
+    """``index --ray``: this process opens the store (stopping its service) and drives the Ray job."""
+    import sys
+
+    from img_agent.index.ray_ingest import RayCluster
+
+    args = ctx.args
+    if args.ray_actors is not None and args.ray_actors < 1:
+        raise InvalidInputError(f"--ray-actors must be 1 or more; got {args.ray_actors}.")
+    stopped = ctx.service().stop()  # the service holds the store's lock
+    if stopped is not None and not ctx.json:
+        print(f"Stopped the store's service (pid {stopped.pid}); the next command starts it again.", file=sys.stderr)
+    engine = ctx.engine()
+    cluster = RayCluster(None if args.ray == "local" else args.ray, args.ray_actors)
+    bar = output.progress_bar("indexing on Ray")
+    try:
+        report = engine.add_paths(paths, recursive=not args.no_recursive, remove_missing=args.prune, progress=bar,
+                                  ray=cluster).model_dump(mode="json")
+    finally:
+        bar.close()
+    maintenance = [] if args.no_maintain else [r.model_dump(mode="json") for r in engine.maintain()]
     ctx.emit({"report": report, "maintenance": maintenance},
              lambda: output.print_add_report(report, maintenance, pruned=args.prune))
     return 0

@@ -30,8 +30,9 @@ from img_agent.index.collapse import collapse_hit_list, ranked_hits
 from img_agent.index.duplicates import DuplicatesReport, find_duplicates
 from img_agent.index.failures import read_only
 from img_agent.index.ingest import Ingest
-from img_agent.index.generations import load_view
+from img_agent.index.ray_ingest import RayCluster
 from img_agent.index.maintenance import Maintenance
+from img_agent.index.milvus_backend import attach
 from img_agent.index.notes import Notes
 from img_agent.index.search import Ranked, Searcher, normalise
 from img_agent.index.state import State
@@ -43,6 +44,7 @@ from img_agent.results import (
     BackupReport,
     IndexStatus,
     MaintenanceReport,
+    MigrateReport,
     ProgressCallback,
     RemoveReport,
     SearchFilter,
@@ -75,7 +77,7 @@ class Engine:
         self._loading_since: float | None = None
         self._state = State(settings, self.catalog, self.store, read_only=self.read_only, notices=opened.notices)
         self.index_dir = self._state.index_dir
-        self._state.view = load_view(self._state)
+        attach(self._state)  # the vector store (faiss, or a Milvus collection) and the view
         self._maintenance = Maintenance(self._state)
         self._ingest = Ingest(self._state, self._maintenance)
         self._searcher = Searcher(self._state)
@@ -106,7 +108,10 @@ class Engine:
                 self.checkpoint()
             except Exception as exc:  # noqa: BLE001 - merges stay recorded in the catalog; reopening re-adds them
                 log.warning("could not write the main index on close (%s); it is rebuilt from vectors at next open", exc)
-        self._opened.close()
+        try:
+            self._state.external and self._state.external.close()  # flushes Milvus, records that it is in step
+        finally:
+            self._opened.close()
 
     def _writable(self) -> None:
         """Raise :class:`StoreReadOnlyError` when the store was opened read-only."""
@@ -118,6 +123,13 @@ class Engine:
         from img_agent.index.backup import backup_store
 
         return backup_store(self._state, Path(dest).expanduser())
+
+    def migrate(self, to: str, progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> MigrateReport:
+        """Move the vectors to ``to`` ('faiss' or a Milvus URI), ids kept, resumable (:mod:`~img_agent.index.migrate`)."""
+        from img_agent.index.migrate import migrate
+
+        self._writable()
+        return migrate(self._state, self._maintenance, to, progress=progress, cancel=cancel)
 
     def __enter__(self) -> Engine:
         return self
@@ -194,14 +206,9 @@ class Engine:
     # -- adding and removing ------------------------------------------------------------------
     def add_paths(
         self,
-        paths: Iterable[str | Path],
-        *,
-        recursive: bool = True,
-        remove_missing: bool = False,
-        progress: ProgressCallback | None = None,
-        cancel: threading.Event | None = None,
-        confine: Confinement | None = None,
-        walked: bool = False,
+        paths: Iterable[str | Path], *, recursive: bool = True, remove_missing: bool = False,
+        progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
+        confine: Confinement | None = None, walked: bool = False, ray: RayCluster | None = None,
     ) -> AddReport:
         """Index image files and folders. New or changed files are encoded; the rest is reported.
 
@@ -211,11 +218,12 @@ class Engine:
         :func:`~img_agent.embed.images.iter_image_files`), and the given folders are not recorded
         as :meth:`indexed_roots`: a confined caller cannot widen what later sessions allow. Files removed by
         request are skipped when a folder walk finds them and added again when named themselves (with
-        ``walked``, every path counts as found by a walk: a folder watch reports them so).
+        ``walked``, every path counts as found by a walk: a folder watch reports them so). ``ray``: encode on Ray.
         """
         self._writable()
         scan = self._ingest.scan(paths, recursive=recursive, confine=confine, walked=walked)
-        return self._ingest.add(scan, self.encoder, remove_missing=remove_missing, progress=progress, cancel=cancel)
+        return self._ingest.add(scan, self.encoder, remove_missing=remove_missing, progress=progress, cancel=cancel,
+                                ray=ray)
 
     def indexed_roots(self) -> list[str]:
         """Folders that were ever given to an unconfined :meth:`add_paths` (the default allowed roots of the tools)."""
@@ -285,6 +293,9 @@ class Engine:
     def main_index(self) -> Any | None:
         """The current main faiss index (None before the first merge). Searches share it: read only."""
         return self._state.view.main
+
+    vector_store = property(lambda self: self._state.external.uri if self._state.external else "faiss",
+                            doc="Where the vectors are searched: 'faiss' or the Milvus URI.")
 
     def main_index_bytes(self) -> int:
         """Serialized size of the current main index (about its memory), 0 when there is none."""

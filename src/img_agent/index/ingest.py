@@ -45,6 +45,7 @@ from img_agent.results import (
 
 if TYPE_CHECKING:
     from img_agent.embed.encoder import ClipEncoder
+    from img_agent.index.ray_ingest import RayCluster
     from img_agent.embed.images import Confinement, RawFile
 
 
@@ -139,20 +140,30 @@ class Ingest:
         remove_missing: bool = False,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        ray: RayCluster | None = None,
     ) -> AddReport:
         """Read, sort out, encode and commit the files of ``scan``; the finished report.
 
         With ``remove_missing``, images indexed under the given folders whose files are gone are removed.
+        With ``ray``, the files are read, decoded and encoded on that Ray cluster (:mod:`~img_agent.index.ray_ingest`).
         """
+        from contextlib import nullcontext
+
         from img_agent.embed.pipeline import Encoded, Pipeline
 
         settings = self._state.settings
         report = scan.report
         pipeline = Pipeline(encoder, max_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels,
                             batch_size=settings.batch_size, workers=settings.workers)
-        with pipeline, _kept_on_failure(report):
-            fresh = self._sort_out(pipeline.read(scan.todo))
-            for out in pipeline.encode(fresh, total=len(scan.todo), progress=progress, cancel=cancel):
+        with pipeline if ray is None else nullcontext(), _kept_on_failure(report):
+            if ray is None:
+                fresh = self._sort_out(pipeline.read(scan.todo))
+                results = pipeline.encode(fresh, total=len(scan.todo), progress=progress, cancel=cancel)
+            else:
+                from img_agent.index.ray_ingest import sorted_on_ray
+
+                results = sorted_on_ray(scan.todo, encoder, settings, ray, self._known, progress, cancel)
+            for out in results:
                 if isinstance(out, Encoded):
                     finite = np.isfinite(out.vectors).all(axis=1)
                     report.skipped += [SkippedItem(path=f.path, reason="the model gave a vector with NaN or infinite "
@@ -184,24 +195,23 @@ class Ingest:
 
     def _sort_out(self, reads: Iterable[RawFile | SkippedItem]) -> Iterator[RawFile | Unchanged | SkippedItem]:
         """Each read file as it is (new content), :class:`Unchanged`, or a duplicate skip; skips pass."""
-        catalog = self._state.catalog
         first_with: dict[str, str] = {}  # sha256 -> path of the first new file with that content here
         for item in reads:
-            if isinstance(item, SkippedItem):
-                yield item
-                continue
-            facts = item.facts
-            row = catalog.live_by_sha(facts.sha256)
-            if row is not None and row.path == facts.path:
-                yield Unchanged(row.id, facts.mtime, None if row.meta_read else row.path)
-            elif row is not None:
-                yield SkippedItem(path=facts.path, reason=f"duplicate of id {row.id} ({row.path})")
-            elif facts.sha256 in first_with:
-                first = first_with[facts.sha256]
-                yield SkippedItem(path=facts.path, reason=f"duplicate of {first} (same content in this batch)")
-            else:
-                first_with[facts.sha256] = facts.path
-                yield item
+            yield item if isinstance(item, SkippedItem) else (self._known(item.facts, first_with) or item)
+
+    def _known(self, facts: FileFacts, first_with: dict[str, str]) -> Unchanged | SkippedItem | None:
+        """What a file whose content is already indexed (or met earlier in this add, ``first_with``) comes to;
+        None for new content (then recorded in ``first_with``)."""
+        row = self._state.catalog.live_by_sha(facts.sha256)
+        if row is not None and row.path == facts.path:
+            return Unchanged(row.id, facts.mtime, None if row.meta_read else row.path)
+        if row is not None:
+            return SkippedItem(path=facts.path, reason=f"duplicate of id {row.id} ({row.path})")
+        if facts.sha256 in first_with:
+            return SkippedItem(path=facts.path, reason=f"duplicate of {first_with[facts.sha256]} (same content in "
+                                                       "this batch)")
+        first_with[facts.sha256] = facts.path
+        return None
 
     def _commit_files(self, files: list[FileFacts], vecs: np.ndarray) -> tuple[list[int], list[int]]:
         with self._state.write_lock:
@@ -285,7 +295,11 @@ class Ingest:
         live[ids] = True
         if replaced:
             live[np.asarray(replaced, dtype=np.int64)] = False
-        state.view = view.with_live(live, ids, np.asarray(vecs, dtype=np.float32))
+        if state.external is not None:
+            state.view = view.with_live(live)
+            state.external.added(ids, replaced)
+        else:
+            state.view = view.with_live(live, ids, np.asarray(vecs, dtype=np.float32))
         return ids.tolist()
 
     # -- removing -----------------------------------------------------------------------------
@@ -346,6 +360,8 @@ class Ingest:
                 live = view.live.copy()
                 live[np.asarray(removed, dtype=np.int64)] = False
                 self._state.view = view.with_live(live)
+                if self._state.external is not None:
+                    self._state.external.removed(removed)
         return removed
 
 

@@ -78,6 +78,8 @@ class Maintenance:
         if not self._acquire():
             raise BusyError("A merge or rebuild is already running; try again when it has finished.")
         try:
+            if self._state.external is not None:
+                return self._state.external.merge(progress)
             return self._merge_locked(progress)
         finally:
             self._state.maint_lock.release()
@@ -224,6 +226,8 @@ class Maintenance:
         if not self._acquire():
             raise BusyError("A merge or rebuild is already running; try again when it has finished.")
         try:
+            if state.external is not None:
+                return state.external.rebuild(progress, index_string)
             return self._rebuild_locked(progress, index_string)
         finally:
             state.maint_lock.release()
@@ -312,6 +316,8 @@ class Maintenance:
     # -- advice -------------------------------------------------------------------------------
     def advice(self) -> tuple[bool, bool, list[str]]:
         """(merge advised, rebuild advised, human-readable hints)."""
+        if self._state.external is not None:
+            return self._state.external.advice()
         return health.advice(self._state)
 
     def maintain(self, progress: ProgressCallback | None = None) -> list[MaintenanceReport]:
@@ -326,7 +332,8 @@ class Maintenance:
 
     def status(self, *, model: str, pretrained: str, dim: int | None) -> IndexStatus:
         """What the store holds and how it is indexed, with advice."""
-        return health.status(self._state, model=model, pretrained=pretrained, dim=dim)
+        base = health.status(self._state, model=model, pretrained=pretrained, dim=dim)
+        return self._state.external.status(base) if self._state.external is not None else base
 
 
 def _report(op: str, moved: int, dropped: int, view: View, t0: float, *, retrained: bool,

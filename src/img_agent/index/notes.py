@@ -220,6 +220,7 @@ class Notes:
                 new += [(image_id, t) for t in after if t not in before]
             db.executemany("DELETE FROM image_tags WHERE id = ? AND tag = ?", gone)
             db.executemany("INSERT INTO image_tags(id, tag) VALUES (?, ?)", new)
+        self._refreshed(report.changed)
         return report
 
     def set_description(self, ids: Iterable[object], text: str | None, *, skip_missing: bool = False) -> NoteReport:
@@ -235,7 +236,14 @@ class Notes:
             report.changed.sort()
             report.unchanged.sort()
             db.executemany("UPDATE images SET description = ? WHERE id = ?", [(description, i) for i in report.changed])
+        self._refreshed(report.changed)
         return report
+
+    def _refreshed(self, ids: list[int]) -> None:
+        """Tell the external vector store (whose filters read tags and descriptions) about changed rows."""
+        if self._state.external is not None and ids:
+            with self._state.write_lock:
+                self._state.external.refreshed(ids)
 
     def tag_counts(self) -> list[TagCount]:
         """Every tag of a live image with its number of images: most used first, then by name."""

@@ -55,6 +55,9 @@ class Searcher:
 
     def ids(self, q: np.ndarray, k: int, filter: SearchFilter | None, exclude: Exclude = None) -> Ranked:
         """Per query (unit rows of ``q``), the top-k live ids allowed by ``filter``, minus ``exclude`` (live ids)."""
+        if self._state.external is not None:
+            ranked = self._state.external.search(self.exact, q, k, filter, exclude)
+            return _floor(ranked, filter)
         view = self._state.view
         mask = None
         if filter is not None:
@@ -67,11 +70,7 @@ class Searcher:
         if exclude is not None:
             mask = view.live.copy() if mask is None else mask
             mask[exclude] = False
-        ranked = self.in_view(view, q, k, mask)
-        if filter is not None and filter.min_score is not None:
-            # A score floor is no condition on the images: it cuts the ranking, so fewer than k may remain.
-            ranked = [(ids[scores >= filter.min_score], scores[scores >= filter.min_score]) for ids, scores in ranked]
-        return ranked
+        return _floor(self.in_view(view, q, k, mask), filter)
 
     def in_view(self, view: View, q: np.ndarray, k: int, mask: np.ndarray | None) -> Ranked:
         """Top-k (ids, cosine scores) per query over main + buffer of ``view``, honouring ``mask``."""
@@ -80,7 +79,7 @@ class Searcher:
         if n_allowed == 0:
             return [(EMPTY_IDS, np.empty(0, np.float32)) for _ in q]
         if mask is not None and n_allowed <= EXACT_SUBSET_MAX:
-            return self._exact(q, np.flatnonzero(allowed), k)
+            return self.exact(q, np.flatnonzero(allowed), k)
         parts: list[Ranked] = [[] for _ in q]
         main_hits = 0
         if view.main_total:
@@ -100,7 +99,7 @@ class Searcher:
             # The probed lists held too few allowed vectors (heavy deletion or a narrow filter):
             # answer exactly so k live results come back whenever k exist.
             log.debug("approximate search returned %d < %d; falling back to exact", main_hits, expected)
-            return self._exact(q, np.flatnonzero(allowed), k)
+            return self.exact(q, np.flatnonzero(allowed), k)
         return out
 
     def _main(self, view: View, q: np.ndarray, k: int, bitmap: np.ndarray) -> Ranked:
@@ -132,7 +131,7 @@ class Searcher:
                 out.append(topk(ids, exact, k))
         return out
 
-    def _exact(self, q: np.ndarray, ids: np.ndarray, k: int) -> Ranked:
+    def exact(self, q: np.ndarray, ids: np.ndarray, k: int) -> Ranked:
         """Brute force over the given ids, read from the vector store in chunks."""
         best: Ranked = [(EMPTY_IDS, np.empty(0, np.float32)) for _ in q]
         for start in range(0, len(ids), _EXACT_CHUNK):
@@ -142,6 +141,14 @@ class Searcher:
                 cand = topk(chunk, scores[:, i], k)
                 best[i] = topk(np.concatenate([best[i][0], cand[0]]), np.concatenate([best[i][1], cand[1]]), k)
         return best
+
+
+def _floor(ranked: Ranked, filter: SearchFilter | None) -> Ranked:
+    """``ranked`` cut at the filter's ``min_score``: a score floor is no condition on the images, so fewer
+    than k may remain."""
+    if filter is None or filter.min_score is None:
+        return ranked
+    return [(ids[scores >= filter.min_score], scores[scores >= filter.min_score]) for ids, scores in ranked]
 
 
 def search_setting(view: View, settings: Settings, k: int) -> tuple[int | None, int]:

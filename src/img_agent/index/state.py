@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -96,6 +96,25 @@ def _appended(ids: np.ndarray, vecs: np.ndarray, spare: Spare | None, add_ids: n
     return spare.ids[: n + m], spare.vecs[: n + m], spare
 
 
+class ExternalStore(Protocol):
+    """A vector database holding the store's vectors in place of the faiss index (see milvus_backend.py).
+
+    The writes are called under the write lock after the catalog commit; the catalog stays the authority.
+    """
+
+    uri: str
+
+    def added(self, ids: Any, replaced: Any) -> None: ...
+    def removed(self, ids: Any) -> None: ...
+    def refreshed(self, ids: Any) -> None: ...
+    def search(self, exact: Any, q: np.ndarray, k: int, flt: Any, exclude: Any) -> list: ...
+    def merge(self, progress: Any = None) -> Any: ...
+    def rebuild(self, progress: Any = None, index_string: str | None = None) -> Any: ...
+    def advice(self) -> tuple[bool, bool, list[str]]: ...
+    def status(self, base: Any) -> Any: ...
+    def close(self) -> None: ...
+
+
 class State:
     """The open store's shared parts: settings, catalog, vector store, index folder, view and locks.
 
@@ -115,6 +134,7 @@ class State:
         self.write_lock = threading.RLock()
         self.maint_lock = threading.Lock()
         self.view: View  # published by generations.load_view at open
+        self.external: ExternalStore | None = None  # a vector database in place of the faiss index
 
     def gen_path(self, generation: int) -> Path:
         """The main index file of ``generation``."""
