@@ -93,3 +93,15 @@ def test_scale_quick_compares_with_raw_faiss_and_never_returns_removed_ids(tmp_p
     assert systems["faiss exact Flat"]["R@10"] == 1.0
     assert systems["img-agent public search"]["R@10"] == 1.0  # a 4,000-image store is searched exactly
     assert r["build"]["add_vectors_per_s"] > 0 and r["build"]["peak_rss_bytes"] > 0
+
+
+def test_backends_quick_compares_faiss_and_milvus_lite(tmp_path):
+    result = _run(tmp_path, "backends", "--n", "1500", "--queries", "10")
+    stores = result["result"]["stores"]
+    assert list(stores) == ["faiss (auto)", "Milvus Lite (auto)", "Milvus Lite IVF_FLAT"]
+    assert stores["Milvus Lite (auto)"]["index"] == "milvus FLAT"
+    assert stores["Milvus Lite IVF_FLAT"]["index"].startswith("milvus IVF_FLAT")
+    for name, s in stores.items():
+        assert s["delete"]["returned_after"] == 0 and s["insert_vectors_per_s"] > 0
+        if "IVF" not in s["index"]:  # exact at this size: the oracle's answers, filtered or not
+            assert s["search"]["R@10"] == s["filtered search"]["R@10"] == 1.0, name

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from img_agent.bench.common import command_line, write_result
+from img_agent.bench.scratch import run_in_scratch
 from img_agent.bench.engine_bench import MODEL_FOR_512, LiveMirror
 from img_agent.bench.synthetic import synthetic
 
@@ -116,19 +116,7 @@ def markdown(result: dict) -> str:
 
 def run(options: Any) -> Path:
     """``img-agent bench backends``: the scenario at ``--n`` (default 100k; quick: 5k) in temporary stores."""
-    import shutil
-    import tempfile
-
-    from img_agent.bench import report
-
-    t0 = time.time()
     n = (options.n or [5_000 if options.quick else 100_000])[0]
     nq = options.queries or (50 if options.quick else 500)
-    result = report.new_result("backends", command=command_line(options), quick=options.quick, config={"n": n, "nq": nq})
-    work = Path(tempfile.mkdtemp(prefix="img-agent-backends-"))
-    try:
-        result["result"] = run_backends(n, nq=nq, seed=options.seed, work=work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    report.finish_result(result, t0)
-    return write_result(options.out, "backends", result, markdown(result))
+    return run_in_scratch(options, "backends", n=n, nq=nq, markdown=markdown,
+                          scenario=lambda work: run_backends(n, nq=nq, seed=options.seed, work=work))

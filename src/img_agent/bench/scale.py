@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from img_agent.bench.common import command_line, write_result
+from img_agent.bench.scratch import run_in_scratch
 from img_agent.bench.engine_bench import MODEL_FOR_512, LiveMirror
 from img_agent.bench.synthetic import synthetic
 from img_agent.index.faiss_plan import nlist_for
@@ -155,19 +155,7 @@ def markdown(result: dict) -> str:
 
 def run(options: Any) -> Path:
     """``img-agent bench scale``: the scenario at ``--n`` (default 1M; quick: 20k) in a temporary store."""
-    import shutil
-    import tempfile
-
-    from img_agent.bench import report
-
-    t0 = time.time()
     n = (options.n or [20_000 if options.quick else 1_000_000])[0]
     nq = options.queries or (100 if options.quick else 500)
-    result = report.new_result("scale", command=command_line(options), quick=options.quick, config={"n": n, "nq": nq})
-    work = Path(tempfile.mkdtemp(prefix="img-agent-scale-"))
-    try:
-        result["result"] = run_scale(n, nq=nq, seed=options.seed, store=work / "store")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    report.finish_result(result, t0)
-    return write_result(options.out, "scale", result, markdown(result))
+    return run_in_scratch(options, "scale", n=n, nq=nq, markdown=markdown,
+                          scenario=lambda work: run_scale(n, nq=nq, seed=options.seed, store=work / "store"))

@@ -66,7 +66,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.set_defaults(func=cmd_merge)
 
     p = subparsers.add_parser("rebuild", parents=[common], help="retrain the index on live images; drops removed ones")
-    p.add_argument("--index-string", default=None, help="faiss factory string for this rebuild (default: configured)")
+    p.add_argument("--index-string", default=None, help="faiss factory string for this rebuild (default: configured); on "
+                   "a Milvus store: auto, FLAT, IVF_FLAT, IVF_SQ8 or HNSW")
     p.set_defaults(func=cmd_rebuild)
 
     p = subparsers.add_parser("status", parents=[common], help="counts, index type, model, disk use and advice")

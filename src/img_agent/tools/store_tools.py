@@ -41,8 +41,9 @@ class MaintenanceTools:
         self,
         index_string: Annotated[str | None, Field(
             max_length=MAX_INDEX_STRING_CHARS,
-            description="Faiss index type to build, e.g. 'Flat', 'IVF1024,SQ8' or 'IVF4096,PQ32x8'; "
-            "null = the configured choice ('auto' picks by collection size).",
+            description="Faiss index type to build, e.g. 'Flat', 'IVF1024,SQ8' or 'IVF4096,PQ32x8' (on a store kept "
+            "in Milvus: 'FLAT', 'IVF_FLAT', 'IVF_SQ8' or 'HNSW'); null = the configured choice ('auto' picks by "
+            "collection size).",
         )] = None,
         progress: Annotated[ProgressCallback | None, INJECTED] = None,
     ) -> MaintenanceReport:
