@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from img_agent.config import Settings
-from img_agent.errors import ConfigError, InvalidInputError, NotFoundError, StoreError
+from img_agent.errors import ConfigError, InvalidInputError, NotFoundError, StoreError, VectorStoreError
 from img_agent.index.engine import Engine
 from img_agent.results import SearchFilter
 from img_agent.testing import StubEncoder, clip_like_vectors
@@ -171,3 +171,17 @@ def test_a_store_keeps_its_vector_store(tmp_path):
         open_engine(tmp_path, str(tmp_path / "milvus.db"))
     with pytest.raises(ConfigError, match="neither 'faiss' nor a Milvus URI"):
         open_engine(tmp_path, "postgres://x")
+
+
+def test_a_milvus_collection_serves_one_store_only(tmp_path):
+    uri = str(tmp_path / "shared.db")
+    with open_engine(tmp_path / "a", uri) as eng:
+        eng.add_vectors(clip_like_vectors(20, DIM), paths(20))
+    settings = Settings(data_dir=tmp_path / "b" / "data", model="stub", vector_store=uri)
+    with pytest.raises(VectorStoreError, match="written by another img-agent store.*IMG_AGENT_MILVUS_COLLECTION"):
+        Engine.open(settings, encoder=StubEncoder(DIM))  # its ids 0, 1, ... would overwrite the first store's
+    with open_engine(tmp_path / "a", uri) as eng:  # the first store's images are untouched
+        assert eng.status().live == 20 and len(eng.search_vectors(clip_like_vectors(1, DIM), 20)[0]) == 20
+    with Engine.open(settings.model_copy(update={"milvus_collection": "store_b"}), encoder=StubEncoder(DIM)) as other:
+        other.add_vectors(clip_like_vectors(5, DIM, seed=2), paths(5))
+        assert other.status().live == 5

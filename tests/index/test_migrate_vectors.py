@@ -98,3 +98,20 @@ def test_cli_migrate_moves_the_store(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "img_agent", "migrate", "--to", "mysql://x"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "neither 'faiss' nor a Milvus URI" in bad.stderr
+
+
+def test_backup_of_a_milvus_store_is_a_faiss_store_of_its_own(tmp_path):
+    x = clip_like_vectors(60, DIM, seed=5)
+    uri = str(tmp_path / "milvus.db")
+    settings = Settings(data_dir=tmp_path / "data", model="stub", vector_store=uri)
+    with Engine.open(settings, encoder=StubEncoder(DIM)) as eng:
+        eng.add_vectors(x, [f"/p/{i}.jpg" for i in range(60)])
+        eng.remove(ids=[7])
+        expected = results(eng, x[:3])
+        eng.backup(tmp_path / "copy")
+    with Engine.open(Settings(data_dir=tmp_path / "copy", model="stub"), encoder=StubEncoder(DIM)) as copy:
+        assert copy.vector_store == "faiss" and copy.status().live == 59
+        assert same(results(copy, x[:3]), expected)
+        copy.add_vectors(clip_like_vectors(1, DIM, seed=6), ["/p/new.jpg"])  # never reaches the original's collection
+    with Engine.open(settings, encoder=StubEncoder(DIM)) as eng:
+        assert eng.status().live == 59 and "/p/new.jpg" not in {h.path for h in eng.search_vectors(x[:1], 60)[0]}

@@ -8,7 +8,9 @@ store's write lock (adds, removes and index switches wait; searches go on) and c
 - the committed rows of ``vectors.f32`` (rows an unfinished add appended are left out),
 - ``vectors.json`` and the current main index generation file.
 
-Every file is fsynced; the copy is a data directory that opens on its own.
+Every file is fsynced; the copy is a data directory that opens on its own. The copy of a store kept
+in Milvus is a faiss store (its images back in the exact buffer, indexed at the first merge): it must
+not write into the collection its original serves. ``img-agent migrate --to URI`` puts it in Milvus.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def backup_store(state: State, dest: Path) -> BackupReport:
             generation = state.catalog.meta_int("main_generation", 0) or 0
             live = state.view.n_live
             state.catalog.backup_to(dest / CATALOG)
+            if state.external is not None:
+                _detach(dest / CATALOG)
             written = (dest / CATALOG).stat().st_size
             written += _copy(source / VECTORS, dest / VECTORS, rows * state.vectors.row_bytes)
             if (source / HEADER).exists():
@@ -58,6 +62,18 @@ def backup_store(state: State, dest: Path) -> BackupReport:
         raise os_error(exc, dest) from exc
     return BackupReport(dest=str(dest), images=live, rows=rows, generation=generation, bytes=written,
                         seconds=round(time.perf_counter() - t0, 3))
+
+
+def _detach(catalog: Path) -> None:
+    """Make the copied catalog of a Milvus-backed store a faiss store of its own (a new store id, no collection)."""
+    import sqlite3
+
+    db = sqlite3.connect(catalog)
+    try:
+        with db:
+            db.execute("DELETE FROM meta WHERE key IN ('vector_store', 'store_id', 'milvus_synced', 'migrate_progress')")
+    finally:
+        db.close()
 
 
 def _copy(src: Path, dst: Path, length: int | None) -> int:

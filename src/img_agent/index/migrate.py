@@ -67,7 +67,7 @@ def _to_milvus(state: State, source: str, target: str, progress: ProgressCallbac
         live = np.flatnonzero(state.view.live).astype(np.int64)
         if dim is None or not len(live):
             return _switch_to_milvus(state, backend, report, t0)
-        index.ensure(dim)
+        index.ensure(dim, backend.owner())
         todo = live[live >= resumed]
         report.images = len(live)
         for start in range(0, len(todo), BATCH):

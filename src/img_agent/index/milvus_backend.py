@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 STORE_KEY = "vector_store"
 """Catalog meta key: the store's vector store ('faiss' when absent, else the Milvus URI)."""
+STORE_ID_KEY = "store_id"
+"""Catalog meta key: a random id of the store, claimed by the Milvus collection it writes (never another's)."""
 SYNCED_KEY = "milvus_synced"
 """Catalog meta key: '<uri> <next_id> <live>' written at a clean close; opening skips the full comparison when it holds."""
 
@@ -114,8 +117,9 @@ class MilvusBackend:
         state = self._state
         dim = state.vectors.dim
         if dim is None:
-            return  # no vector yet: the collection is made with the first add
-        self.index.ensure(dim)
+            self.index.check_owner(self.owner())  # no vector yet: the collection is made with the first add
+            return
+        self.index.ensure(dim, self.owner())
         self._ready = True
         if state.read_only:
             return
@@ -144,11 +148,21 @@ class MilvusBackend:
             if not self.stale:
                 return
             if not self._ready:
-                self.index.ensure(self._state.vectors.dim)
+                self.index.ensure(self._state.vectors.dim, self.owner())
                 self._ready = True
             live = self._state.view.live
             self.index.sync(np.flatnonzero(live).astype(np.int64), len(live), self.entities)
             self.stale = False
+
+    def owner(self) -> str:
+        """This store's id (catalog meta ``store_id``, made on first need): the collection is claimed with it."""
+        catalog = self._state.catalog
+        store_id = catalog.meta().get(STORE_ID_KEY)
+        if not store_id:
+            store_id = uuid.uuid4().hex
+            if not self._state.read_only:
+                catalog.set_meta(**{STORE_ID_KEY: store_id})
+        return store_id
 
     def entities(self, ids: np.ndarray) -> list[dict]:
         """The collection entities of the live ``ids``, from the catalog and the vector file."""
@@ -164,7 +178,7 @@ class MilvusBackend:
 
     def _added(self, ids: Sequence[int], replaced: Sequence[int]) -> None:
         if not self._ready:
-            self.index.ensure(self._state.vectors.dim)
+            self.index.ensure(self._state.vectors.dim, self.owner())
             self._ready = True
         if len(replaced):
             self.index.delete(replaced)

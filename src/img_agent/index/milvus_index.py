@@ -34,6 +34,8 @@ FLAT_MAX_SERVER = 20_000
 """A Milvus server searches exactly up to this many images, then through HNSW."""
 WRITE_CHUNK = 2_000
 """Entities per upsert request (a request stays far below gRPC's 64 MiB message limit at 2048-d)."""
+OWNER_PROPERTY = "img_agent.store"
+"""Collection property naming the store (catalog meta ``store_id``) whose images the collection holds."""
 ID_WINDOW = 16_384
 """Ids listed per query (Milvus caps a query's result at 16,384 rows)."""
 INDEX_TYPES = ("FLAT", "IVF_FLAT", "IVF_SQ8", "HNSW")
@@ -124,8 +126,10 @@ class MilvusIndex:
         self.plan: IndexPlan | None = None
 
     # -- collection ---------------------------------------------------------------------------
-    def ensure(self, dim: int) -> None:
-        """Create the collection for ``dim``-d vectors unless it exists; load it; check its dimension."""
+    def ensure(self, dim: int, owner: str) -> None:
+        """Create the collection for ``dim``-d vectors unless it exists; load it; check its dimension and that it
+        belongs to the store ``owner`` (its id): a collection written by another store is never touched, since
+        its ids mean other images and bringing it in step with this catalog would delete them."""
         from pymilvus import DataType
 
         with _calls(self.uri, "prepare the collection"):
@@ -148,14 +152,34 @@ class MilvusIndex:
                 plan = index_plan(0, lite=self.lite)
                 client.create_collection(self.collection, schema=schema, index_params=self._index_params(plan),
                                          consistency_level="Strong")
-            fields = {f["name"]: f for f in client.describe_collection(self.collection)["fields"]}
+            described = client.describe_collection(self.collection)
+            fields = {f["name"]: f for f in described["fields"]}
             have = int(fields["vector"].get("params", {}).get("dim", dim)) if "vector" in fields else None
             if have != dim:
                 raise VectorStoreError(
                     f"The Milvus collection {self.collection!r} at {self.uri} holds {have}-d vectors but this store "
                     f"holds {dim}-d ones. Give this store its own collection (IMG_AGENT_MILVUS_COLLECTION).")
             client.load_collection(self.collection)
+            self.check_owner(owner, described)
             self.plan = self._current_plan()
+
+    def check_owner(self, owner: str, described: dict | None = None) -> None:
+        """Claim the collection for store ``owner`` when it is new and empty; refuse one another store wrote."""
+        with _calls(self.uri, "check the collection"):
+            client = self._client
+            if described is None:
+                if not client.has_collection(self.collection):
+                    return
+                client.load_collection(self.collection)
+                described = client.describe_collection(self.collection)
+            held_by = (described.get("properties") or {}).get(OWNER_PROPERTY)
+            if held_by is None and self.count() == 0:
+                client.alter_collection_properties(self.collection, properties={OWNER_PROPERTY: owner})
+            elif held_by != owner:
+                whose = f"another img-agent store ({held_by})" if held_by else "something other than img-agent"
+                raise VectorStoreError(
+                    f"The Milvus collection {self.collection!r} at {self.uri} was written by {whose}; this store "
+                    "will not touch it. Give this store a collection of its own with IMG_AGENT_MILVUS_COLLECTION.")
 
     def _index_params(self, plan: IndexPlan) -> Any:
         params = self._client.prepare_index_params()
