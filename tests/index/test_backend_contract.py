@@ -185,3 +185,33 @@ def test_a_milvus_collection_serves_one_store_only(tmp_path):
     with Engine.open(settings.model_copy(update={"milvus_collection": "store_b"}), encoder=StubEncoder(DIM)) as other:
         other.add_vectors(clip_like_vectors(5, DIM, seed=2), paths(5))
         assert other.status().live == 5
+
+
+def test_a_milvus_write_that_fails_is_kept_and_repeated(tmp_path, monkeypatch):
+    x = clip_like_vectors(40, DIM, seed=11)
+    with open_engine(tmp_path, str(tmp_path / "milvus.db")) as eng:
+        eng.add_vectors(x[:30], paths(30))
+        index = eng._state.external.index
+        real_upsert, real_delete = index.upsert, index.delete
+
+        def down(*args, **kwargs):
+            raise VectorStoreError("Milvus at test could not store vectors (connection refused).")
+
+        monkeypatch.setattr(index, "upsert", down)
+        monkeypatch.setattr(index, "delete", down)
+        with pytest.raises(VectorStoreError, match="committed in the catalog and reaches Milvus when it answers"):
+            eng.notes.edit_tags([3, 4], add=["kite"])
+        with pytest.raises(VectorStoreError):
+            eng.add_vectors(x[30:], paths(10, 30))  # committed, not in Milvus yet
+        with pytest.raises(VectorStoreError):
+            eng.remove(ids=[5])
+        assert any("missed changes" in hint for hint in eng.status().hints)
+        monkeypatch.setattr(index, "upsert", real_upsert)
+        monkeypatch.setattr(index, "delete", real_delete)  # Milvus answers again: the next search catches up
+        kites = eng.search_vectors(x[:1], 10, SearchFilter(tags_any=["kite"]))[0]
+        assert sorted(h.id for h in kites) == [3, 4]
+        live = np.ones(40, bool)
+        live[5] = False
+        for qi, hits in zip(x[:3], eng.search_vectors(x[:3], 40), strict=True):
+            assert [h.id for h in hits] == exact_top(x, live, qi, 40)[0]
+        assert not eng.status().hints

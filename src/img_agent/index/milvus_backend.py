@@ -110,6 +110,7 @@ class MilvusBackend:
         self.stale = False
         self._ready = False
         self._lock = threading.Lock()
+        self._pending: set[int] = set()  # ids whose tags or description changed and are not upserted yet
 
     # -- open and close -----------------------------------------------------------------------
     def open(self, progress: ProgressCallback | None = None) -> None:
@@ -152,6 +153,7 @@ class MilvusBackend:
                 self._ready = True
             live = self._state.view.live
             self.index.sync(np.flatnonzero(live).astype(np.int64), len(live), self.entities)
+            self._upsert_pending()  # present, so the comparison left them as they were
             self.stale = False
 
     def owner(self) -> str:
@@ -189,9 +191,15 @@ class MilvusBackend:
             self._write(lambda: self.index.delete(ids))
 
     def refreshed(self, ids: Sequence[int]) -> None:
-        """Rows whose tags or description changed: upsert them again."""
+        """Rows whose tags or description changed: upsert them again (kept until Milvus has them)."""
         if self._ready and len(ids):
-            self._write(lambda: self.index.upsert(self.entities(np.asarray(sorted(ids), dtype=np.int64))))
+            self._pending.update(int(i) for i in ids)
+            self._write(self._upsert_pending)
+
+    def _upsert_pending(self) -> None:
+        if self._pending:
+            self.index.upsert(self.entities(np.asarray(sorted(self._pending), dtype=np.int64)))
+            self._pending.clear()
 
     def _write(self, job) -> None:
         if self.stale:
