@@ -237,7 +237,7 @@ class MilvusBackend:
         if expr is None or not self._ready:
             return exact(q, np.flatnonzero(allowed), k)
         ranked = []
-        for ids, scores in self.index.search(q, k, expr):
+        for ids, scores in self.index.search(q, k, expr, nprobe=self._state.settings.nprobe):
             ok = (ids < len(allowed)) & allowed[np.minimum(ids, len(allowed) - 1)]  # a removal racing the search
             ranked.append((ids[ok], scores[ok]))
         if any(len(ids) < min(k, n_allowed) for ids, _ in ranked):
@@ -315,10 +315,12 @@ class MilvusBackend:
         if stats and stats.get("rows") != base.live and not self.stale:
             hints.append(f"Milvus holds {stats['rows']:,} vectors for {base.live:,} live images; reopening the store "
                          "brings them in step.")
+        nlist = plan.build.get("nlist") if plan else None
+        nprobe = (self._state.settings.nprobe or plan.search.get("nprobe")) if plan and nlist else None
         return base.model_copy(update={
             "main": base.live, "buffer": 0, "deleted": 0, "index": self.describe(), "index_string": "auto",
-            "trained": bool(plan and plan.index_type != "FLAT"), "nlist": plan.build.get("nlist") if plan else None,
-            "nprobe": plan.search.get("nprobe") if plan else None, "rerank_candidates": None, "segments": 0,
+            "trained": bool(plan and plan.index_type != "FLAT"), "nlist": nlist, "nprobe": nprobe,
+            "rerank_candidates": None, "segments": 0,
             "tuned_recall": None, "tuning": None, "generation": 0, "unsaved": 0, "vector_store": self.uri,
             "hints": [*self._state.notices, *hints], "merge_advised": merge, "rebuild_advised": rebuild,
         })

@@ -204,10 +204,16 @@ class MilvusIndex:
             except Exception as exc:  # noqa: BLE001 - Lite compacts on its own; a refusal leaves the data as it is
                 log.debug("Milvus compaction not run: %s", exc)
             plan = index_plan(self.count(), lite=self.lite, choice=choice)
+            before = self.plan or index_plan(0, lite=self.lite)
             client.release_collection(self.collection)
             client.drop_index(self.collection, "vector")
-            client.create_index(self.collection, self._index_params(plan))
-            client.load_collection(self.collection)
+            try:
+                client.create_index(self.collection, self._index_params(plan))
+            except Exception:
+                client.create_index(self.collection, self._index_params(before))  # the collection stays searchable
+                raise
+            finally:
+                client.load_collection(self.collection)
             self.plan = plan
             return plan
 
@@ -234,13 +240,17 @@ class MilvusIndex:
             self._client.flush(self.collection)
 
     # -- reads --------------------------------------------------------------------------------
-    def search(self, q: np.ndarray, k: int, expr: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per query row, (ids, cosine scores) best first, at most ``k``, allowed by ``expr``."""
+    def search(self, q: np.ndarray, k: int, expr: str, nprobe: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query row, (ids, cosine scores) best first, at most ``k``, allowed by ``expr``; ``nprobe`` replaces
+        the plan's for IVF indexes."""
         plan = self.plan or index_plan(0, lite=self.lite)
+        params = dict(plan.search)
+        if nprobe is not None and "nprobe" in params:
+            params["nprobe"] = nprobe
         with _calls(self.uri, "search"):
             found = self._client.search(
                 self.collection, data=[row.tolist() for row in q], limit=k, filter=expr, output_fields=[],
-                anns_field="vector", search_params={"metric_type": "IP", "params": dict(plan.search)},
+                anns_field="vector", search_params={"metric_type": "IP", "params": params},
             )
         out = []
         for hits in found:
