@@ -244,6 +244,8 @@ def plots(result: dict, out: Path) -> list[str]:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
+    from img_agent.bench.report import save_figure
+
     fig, axes = plt.subplots(1, len(runs), figsize=(7 * len(runs), 5), squeeze=False)
     for ax, run in zip(axes[0], runs):
         for i, r in enumerate(x for x in run["rows"] if x.get("status") == "ok"):
@@ -256,11 +258,7 @@ def plots(result: dict, out: Path) -> list[str]:
         ax.set_title(f"N={run['n']:,}: dots before, crosses after 30 % deletes")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "peers_recall_latency.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [str(path)]
+    return [save_figure(fig, out / "peers_recall_latency.png")]
 
 
 def library_versions() -> dict[str, Any]:

@@ -151,6 +151,9 @@ class ImgAgent(System):
 
 
 class _Faiss(System):
+    def delete(self, ids: np.ndarray) -> None:
+        self.index.remove_ids(np.asarray(ids, dtype=np.int64))
+
     def save(self, path: Path) -> None:
         import faiss
 
@@ -173,9 +176,6 @@ class FaissFlat(_Faiss):
 
     def variants(self) -> list[Variant]:
         return [Variant("faiss Flat (exact)", lambda xq, k, single: _faiss_search(self.index, xq, k))]
-
-    def delete(self, ids: np.ndarray) -> None:
-        self.index.remove_ids(np.asarray(ids, dtype=np.int64))
 
 
 class FaissIVF(_Faiss):
@@ -207,9 +207,6 @@ class FaissIVF(_Faiss):
         return [Variant(f"faiss IVF{self.nlist},Flat", lambda xq, k, single: _faiss_search(self.index, xq, k),
                         knob="nprobe", ladder=[p for p in NPROBE_LADDER if p <= self.nlist], floor=0.96,
                         set_knob=self._set)]
-
-    def delete(self, ids: np.ndarray) -> None:
-        self.index.remove_ids(np.asarray(ids, dtype=np.int64))
 
 
 class FaissHNSW(_Faiss):

@@ -14,7 +14,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 # --------------------------------------------------------------------------------------------
 # machine and run metadata
@@ -314,11 +314,7 @@ def ann_plots(run: dict, queries: str, out_dir: Path, stem: str) -> list[str]:
             f"{key} vs latency — {ds['name']} / {queries} queries, N={ds['n']:,} "
             "(black: flat p50, red: flat p50 / 50, dashed: 0.95)"
         )
-        fig.tight_layout()
-        path = out_dir / f"{stem}_{key.replace('@', '')}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(str(path))
+        paths.append(save_figure(fig, out_dir / f"{stem}_{key.replace('@', '')}.png"))
     return paths
 
 
@@ -423,11 +419,7 @@ def engine_plots(result: dict, out_dir: Path) -> list[str]:
     a2.set_title("add_vectors throughput as the buffer grows")
     a2.grid(alpha=0.3)
     a2.legend(fontsize=7)
-    fig.tight_layout()
-    path = out_dir / "engine_buffer.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [str(path)]
+    return [save_figure(fig, out_dir / "engine_buffer.png")]
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,11 +464,7 @@ def ingest_plots(result: dict, out_dir: Path) -> list[str]:
         ax.text(v, i, f" {v:.1f}", va="center")
     ax.set_xlabel("images / s")
     ax.set_title(f"Ingestion, {r.get('model')} at {r.get('size')}, {r.get('images')} JPEGs")
-    fig.tight_layout()
-    path = out_dir / "ingest.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [str(path)]
+    return [save_figure(fig, out_dir / "ingest.png")]
 
 
 # --------------------------------------------------------------------------------------------
@@ -516,3 +504,13 @@ def e2e_markdown(result: dict) -> str:
             out.append(f"\nStore N={r['n']:,}: add_vectors {s['add_s']} s, first merge (build) {s['build_s']} s, "
                        f"index {s['index']} (nprobe {s['nprobe']}, re-rank {s['rerank_candidates']}).")
     return "\n".join(out) + "\n"
+
+
+def save_figure(fig: Any, path: Path) -> str:
+    """Lay out ``fig``, write it as a PNG at ``path`` and release it; the path written."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path)

@@ -109,7 +109,8 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - merges stay recorded in the catalog; reopening re-adds them
                 log.warning("could not write the main index on close (%s); it is rebuilt from vectors at next open", exc)
         try:
-            self._state.external and self._state.external.close()  # flushes Milvus, records that it is in step
+            if self._state.external is not None:
+                self._state.external.close()  # flushes Milvus, records that it is in step
         finally:
             self._opened.close()
 

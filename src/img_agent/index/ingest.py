@@ -153,10 +153,11 @@ class Ingest:
 
         settings = self._state.settings
         report = scan.report
-        pipeline = Pipeline(encoder, max_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels,
-                            batch_size=settings.batch_size, workers=settings.workers)
-        with pipeline if ray is None else nullcontext(), _kept_on_failure(report):
-            if ray is None:
+        pipeline = None if ray is not None else Pipeline(
+            encoder, max_bytes=settings.max_file_bytes, max_pixels=settings.max_image_pixels,
+            batch_size=settings.batch_size, workers=settings.workers)
+        with pipeline or nullcontext(), _kept_on_failure(report):
+            if pipeline is not None:
                 fresh = self._sort_out(pipeline.read(scan.todo))
                 results = pipeline.encode(fresh, total=len(scan.todo), progress=progress, cancel=cancel)
             else:
