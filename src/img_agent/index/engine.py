@@ -38,19 +38,8 @@ from img_agent.index.search import Ranked, Searcher, normalise
 from img_agent.index.state import State
 from img_agent.index.terms import Term, search_terms
 from img_agent.index.store_files import Opened, open_store
-from img_agent.results import (
-    AddReport,
-    ImageRecord,
-    BackupReport,
-    IndexStatus,
-    MaintenanceReport,
-    MigrateReport,
-    ProgressCallback,
-    RemoveReport,
-    SearchFilter,
-    SearchHit,
-    check_k,
-)
+from img_agent.results import (AddReport, BackupReport, ImageRecord, IndexStatus, MaintenanceReport, MigrateReport,
+                               ProgressCallback, RemoveReport, SearchFilter, SearchHit, check_k)
 
 if TYPE_CHECKING:
     from img_agent.embed.encoder import ClipEncoder
@@ -263,6 +252,10 @@ class Engine:
         """Retrain a new main index on the live vectors only; the one physical delete (ids stay)."""
         self._writable()
         return self._maintenance.rebuild(progress, index_string)
+
+    def check_index_string(self, index_string: str | None) -> None:
+        """Raise InvalidInputError unless :meth:`rebuild` can use ``index_string``; builds and allocates nothing."""
+        self._maintenance.check_index_string(index_string)
 
     def checkpoint(self) -> bool:
         """Write merges not yet in the index file (done by merges now and then, and on close)."""

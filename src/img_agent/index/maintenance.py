@@ -223,6 +223,7 @@ class Maintenance:
             InvalidInputError: ``index_string`` is not one the engine can use.
         """
         state = self._state
+        self.check_index_string(index_string)
         if not self._acquire():
             raise BusyError("A merge or rebuild is already running; try again when it has finished.")
         try:
@@ -231,6 +232,19 @@ class Maintenance:
             return self._rebuild_locked(progress, index_string)
         finally:
             state.maint_lock.release()
+
+    def check_index_string(self, index_string: str | None) -> None:
+        """Raise InvalidInputError unless a rebuild can use ``index_string`` (parsed and bounded, nothing built)."""
+        state = self._state
+        chosen = index_string.strip() if index_string else None
+        if state.external is not None:
+            state.external.check_index_string(chosen)
+        elif chosen is not None and chosen != "auto":
+            dim = state.vectors.dim
+            if dim is None:
+                raise InvalidInputError(f"The store holds no vectors yet, so index string {chosen!r} cannot be "
+                                        "checked against their dimension; add images first, then rebuild.")
+            faiss_plan.check_factory(chosen, dim, state.view.n_live)
 
     def _rebuild_locked(self, progress: ProgressCallback | None, index_string: str | None) -> MaintenanceReport:
         state = self._state
@@ -242,11 +256,6 @@ class Maintenance:
         chosen = index_string.strip() if index_string else None
         meta: dict[str, object] = {"last_rebuild": time.time()}
         if chosen is not None:
-            if chosen != "auto":
-                if dim is None:
-                    raise InvalidInputError(f"The store holds no vectors yet, so index string {chosen!r} cannot be "
-                                            "checked against their dimension; add images first, then rebuild.")
-                faiss_plan.check_factory(chosen, dim, len(live_ids))
             meta[CHOSEN_INDEX_KEY] = chosen
         if not len(live_ids):
             # nothing left: no main index at all (generation 0), every stale file removed

@@ -264,17 +264,21 @@ class MilvusBackend:
                 progress(1, 1, "flushed")
         return self._report("merge", t0, retrained)
 
-    def rebuild(self, progress: ProgressCallback | None = None, index_string: str | None = None) -> MaintenanceReport:
-        """Compact the collection and build its index anew: ``index_string`` 'auto' (by size) or a Milvus index type."""
-        t0 = time.perf_counter()
-        choice = (index_string or "auto").strip()
+    def check_index_string(self, index_string: str | None) -> None:
+        """Raise InvalidInputError unless ``index_string`` is 'auto' or a Milvus index type this server builds."""
         try:
-            index_plan(0, lite=self.index.lite, choice=choice)
+            index_plan(0, lite=self.index.lite, choice=(index_string or "auto").strip())
         except ConfigError as exc:
             from img_agent.errors import InvalidInputError
 
             raise InvalidInputError(f"{exc} This store keeps its vectors in Milvus, so faiss index strings do "
                                     "not apply.") from exc
+
+    def rebuild(self, progress: ProgressCallback | None = None, index_string: str | None = None) -> MaintenanceReport:
+        """Compact the collection and build its index anew: ``index_string`` 'auto' (by size) or a Milvus index type."""
+        t0 = time.perf_counter()
+        choice = (index_string or "auto").strip()
+        self.check_index_string(choice)
         self.catch_up()
         if self._ready:
             if progress:

@@ -68,7 +68,7 @@ class ConfinedImages:
         Raises:
             NotFoundError: no live image has that id, or its file is gone.
             AccessDeniedError: its file lies (or now resolves) outside the allowed folders.
-            ImageDecodeError: the file is no longer a usable image.
+            NotFoundError: the file is no longer a readable image (changed since it was indexed).
         """
         from img_agent.embed.decode import decode_image_bytes, make_thumbnail
 
@@ -82,7 +82,12 @@ class ConfinedImages:
             ) from None
         except InvalidInputError as exc:  # missing, a folder now, too large
             raise NotFoundError(f"image {image_id}'s file cannot be read ({exc})") from None
-        image = decode_image_bytes(data, max_pixels=self.engine.settings.max_image_pixels, draft_size=max_side)[0]
+        try:
+            image = decode_image_bytes(data, max_pixels=self.engine.settings.max_image_pixels, draft_size=max_side)[0]
+        except ImageDecodeError as exc:
+            raise NotFoundError(
+                f"image {image_id}'s file {record.path} is no longer a readable image ({str(exc).rstrip('. ')}); it "
+                "changed after it was indexed: index its folder again to refresh it, or remove the image") from None
         return make_thumbnail(image, max_side=max_side, quality=quality)
 
 

@@ -66,6 +66,7 @@ def index_rebuild(deps: Deps, body: RebuildArguments | None = None) -> JobStarte
     tools = deps.tools()
     spec = get_spec("rebuild_index")
     parsed = spec.parse(body.model_dump() if body is not None else {})
+    tools.engine.check_index_string(parsed["index_string"])  # a bad one is refused here, not by a failed job
     job_id = tools.jobs.start("rebuild", f"rebuild {parsed['index_string'] or 'auto'}",
                               lambda progress, _cancel: spec.call(tools, parsed, progress=progress), cancellable=False)
     return JobStarted(job=tools.jobs.info(job_id))

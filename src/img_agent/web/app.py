@@ -72,7 +72,9 @@ def _install_errors(app: FastAPI) -> None:
         if code == 405:
             return JSONResponse({"error": {"type": "InvalidInputError", "message": f"{request.method} is not allowed "
                                            f"on {request.url.path}; see /api/docs for its methods."}}, status_code=405)
-        return JSONResponse({"error": {"type": "InvalidInputError", "message": str(getattr(exc, "detail", exc))}},
+        detail = str(getattr(exc, "detail", exc)).rstrip(". ")
+        return JSONResponse({"error": {"type": "InvalidInputError", "message": f"{detail}. Fix the request and send "
+                                       "it again (the endpoints and their bodies are at /api/docs)."}},
                             status_code=code)
 
     async def unexpected(request: Request, exc: Exception) -> Response:

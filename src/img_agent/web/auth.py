@@ -12,7 +12,8 @@
   ``Origin`` (else ``Referer``) equal to the server's own origin, else 403: cross-site requests carry
   no cookie under SameSite=Strict, and this check also stops a same-site page on another port;
   bearer requests skip it (a browser never adds that header by itself);
-- a body over ``max_body`` bytes gets 413.
+- a body over ``max_body`` bytes gets 413, whether its length is declared or it comes in chunks (read
+  whole, up to the limit, before the app sees it).
 
 Refusals are JSON errors (:mod:`img_agent.web.errors`); the page ``/`` gets a short HTML page instead.
 """
@@ -107,22 +108,29 @@ class WebGuard:
         if declared.isdigit() and int(declared) > self.max_body:
             await self._too_large(send)
             return
-        await self.app(scope, self._limited(receive, send), send)
+        if not declared and "transfer-encoding" in headers:
+            body = await self._read_body(receive)
+            if body is None:
+                await self._too_large(send)
+                return
+            receive = _replay(body, receive)
+        await self.app(scope, receive, send)
 
-    def _limited(self, receive: Any, send: Any) -> Any:
-        """``receive``, cut off with 413 once the body passes the limit (a body sent without a length)."""
+    async def _read_body(self, receive: Any) -> bytes | None:
+        """A body sent without a length, read whole up to the limit; None once it passes it."""
+        chunks: list[bytes] = []
         size = 0
-
-        async def limited() -> dict:
-            nonlocal size
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                size += len(message.get("body", b""))
-                if size > self.max_body:
-                    raise RequestTooLargeError(self._too_large_text())
-            return message
-
-        return limited
+            if message["type"] != "http.request":
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     def _too_large_text(self) -> str:
         return (f"The request body is larger than {self.max_body // (1024 * 1024)} MiB, the limit of this server; "
@@ -159,6 +167,20 @@ class WebGuard:
         cookie = f"{COOKIE}={given.strip()}; HttpOnly; SameSite=Strict; Path=/{secure}"
         await _send(send, 303, b"", [(b"location", b"/"), (b"set-cookie", cookie.encode()),
                                      (b"cache-control", b"no-store")])
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """``receive`` that first gives ``body`` whole, then what the connection sends (a disconnect)."""
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _cookie(header: str) -> str | None:
