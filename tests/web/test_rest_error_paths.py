@@ -124,7 +124,7 @@ TREE = [
     (RequestTooLargeError, 413), (errors.LLMError, 502), (errors.LLMTimeoutError, 502),
     (errors.ModelLoadingError, 503), (errors.StoreWriteError, 507), (errors.ModelError, 500),
     (errors.StoreError, 500), (errors.StoreVersionError, 500), (errors.StoreCorruptError, 500),
-    (errors.StoreInUseError, 500), (errors.VectorStoreError, 500), (errors.ModelMismatchError, 500),
+    (errors.StoreInUseError, 500), (errors.VectorStoreError, 503), (errors.ModelMismatchError, 500),
     (errors.ServiceError, 500),
 ]
 

@@ -20,6 +20,7 @@ from img_agent.errors import (
     NotFoundError,
     StoreReadOnlyError,
     StoreWriteError,
+    VectorStoreError,
 )
 
 RETRY_AFTER_S = 5
@@ -38,6 +39,7 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (AuthenticationError, 401), (RequestTooLargeError, 413), (AccessDeniedError, 403), (NotFoundError, 404),
     (InvalidInputError, 400), (ConfigError, 400), (ModelLoadingError, 503), (BusyError, 409),
     (LLMNotConfiguredError, 400), (LLMError, 502), (StoreReadOnlyError, 409), (StoreWriteError, 507),
+    (VectorStoreError, 503),
 )
 
 
