@@ -226,6 +226,31 @@ def test_mcp_asks_clients_with_elicitation_before_destructive_calls(tmp_path, ha
         assert all(isinstance(block, TextContent) for block in plain.content)
 
 
+
+@pytest.mark.parametrize(("tool", "arguments"), [("rebuild_index", {}), ("describe_images", {"ids": [1]}),
+                                                 ("add_images", {"paths": ["/nowhere"]})])
+def test_mcp_asks_before_costly_calls_too(harness, tool, arguments):
+    """Rebuilding, describing and adding cost time or LLM calls: a client that can ask confirms them
+    as it does removals; a declined call runs nothing."""
+    with harness.trial("agent", faults=1):
+        engine = FakeEngine()
+        tools = ImageTools(engine, Sandbox(["/"], max_file_bytes=10_000_000))
+        asked: list[str] = []
+
+        async def decline(context, params) -> ElicitResult:
+            asked.append(params.message)
+            return ElicitResult(action="decline")
+
+        async def call():
+            async with Client(create_server(tools, llm_configured=True), elicitation_callback=decline) as client:
+                return await client.call_tool(tool, arguments)
+
+        before = engine.status()
+        result = anyio.run(call)
+        assert len(asked) == 1 and tool in asked[0]
+        assert result.is_error and "not run: the person declined" in result.content[0].text.lower()
+        assert engine.status() == before
+
 # ------------------------------------------------------------------ through the command line
 
 

@@ -84,15 +84,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def confirmation_tools() -> frozenset[str]:
-    """The tools whose calls in ``chat`` need the person's confirmation, from the tool definitions:
-    those that can remove something, and those that change the index with long work (they report
-    progress: adding, merging, rebuilding)."""
+    """The tools whose calls in ``chat`` need the person's confirmation (see ``ToolHints.needs_confirmation``)."""
     from img_agent.tools.image_tools import TOOL_SPECS
 
-    return frozenset(
-        spec.name for spec in TOOL_SPECS
-        if spec.hints.destructive or (not spec.hints.read_only and "progress" in spec.injected)
-    )
+    return frozenset(spec.name for spec in TOOL_SPECS if spec.hints.needs_confirmation)
 
 
 def _accepts(tools: list[dict[str, Any]], name: str, parameter: str) -> bool:

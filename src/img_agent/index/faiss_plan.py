@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -265,6 +266,28 @@ def plan_of(factory: str, dim: int, nprobe: int | None = None) -> IndexPlan:
     """
     _check(factory, dim)
     return _plan(factory, nprobe)
+
+
+def plan_of_loaded(factory: str, index: Any, nprobe: int | None = None) -> IndexPlan:
+    """The plan of an index read from disk, from the string it was built with (the catalog's).
+
+    Nothing is built: the string is read and compared with the index itself, so a damaged or edited
+    string can never make faiss allocate what it names.
+
+    Raises:
+        InvalidInputError: the string cannot be read, or does not describe ``index``.
+    """
+    import faiss
+
+    plan = _plan(factory, nprobe)
+    try:
+        nlist = int(faiss.extract_index_ivf(index).nlist)
+    except RuntimeError:
+        nlist = None
+    if nlist != plan.nlist:
+        raise InvalidInputError(f"the catalog's index string {factory!r} does not describe the index file "
+                                f"({'IVF with ' + str(nlist) + ' lists' if nlist else 'no IVF'})")
+    return plan
 
 
 def _plan(factory: str, nprobe: int | None) -> IndexPlan:

@@ -47,7 +47,7 @@ def load_view(state: State) -> View:
             main = faiss_plan.read_index(path)
             if main.ntotal != in_file:
                 raise ValueError(f"it holds {main.ntotal} vectors, the catalog expects {in_file}")
-            plan = faiss_plan.plan_of(meta["main_factory"], vectors.dim, state.settings.nprobe)
+            plan = faiss_plan.plan_of_loaded(meta["main_factory"], main, state.settings.nprobe)
         except Exception as exc:  # noqa: BLE001 - any unreadable index is recovered from the vector store
             notice = (f"The main index {path} was unusable ({exc}); it is rebuilt from the stored vectors, which "
                       "are intact (until then its images are searched exactly).")

@@ -21,17 +21,19 @@ as every open does after an unclean close.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from img_agent.errors import ConfigError, StoreError, VectorStoreError
 from img_agent.index import filters, milvus_filter
 from img_agent.index.generations import load_view
-from img_agent.index.milvus_index import MilvusIndex, index_plan, is_milvus_uri, normal_uri
+from img_agent.index.milvus_index import MilvusIndex, index_plan, is_lite_uri, is_milvus_uri, normal_uri
 from img_agent.index.state import EMPTY_IDS, State, View
 from img_agent.results import IndexStatus, MaintenanceReport, ProgressCallback, SearchFilter
 
@@ -73,9 +75,23 @@ def open_backend(state: State) -> MilvusBackend | None:
     uri = chosen_store(state)
     if not is_milvus_uri(uri):
         return None
+    if state.read_only and is_lite_uri(uri) and not _writable(Path(uri)):
+        notice = (f"Milvus Lite cannot open {uri} on a read-only disk (it must write its lock file): searches are "
+                  "answered exactly from the store's own vector file, which holds every vector, until the store "
+                  "is writable again.")
+        log.warning("%s", notice)
+        state.notices.append(notice)
+        return MilvusBackend(state, None, uri=uri)
     s = state.settings
     return MilvusBackend(state, MilvusIndex(uri, collection=s.milvus_collection, token=s.milvus_token,
                                             db_name=s.milvus_db))
+
+
+def _writable(path: Path) -> bool:
+    """Whether ``path`` (or, before it exists, its folder) can be written."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return os.access(path, os.W_OK)
 
 
 def attach(state: State) -> None:
@@ -87,7 +103,7 @@ def attach(state: State) -> None:
             external.open()
     except BaseException:
         if external is not None:
-            external.index.close()
+            external.close_index()
         raise
 
 
@@ -103,10 +119,10 @@ def live_view(state: State) -> View:
 class MilvusBackend:
     """What the engine's parts call on a Milvus-backed store (see the module docstring)."""
 
-    def __init__(self, state: State, index: MilvusIndex) -> None:
+    def __init__(self, state: State, index: MilvusIndex | None, *, uri: str | None = None) -> None:
         self._state = state
-        self.index = index
-        self.uri = index.uri
+        self.index = index  # None: a Milvus Lite file that cannot be opened read-only; searched exactly
+        self.uri = index.uri if index is not None else str(uri)
         self.stale = False
         self._ready = False
         self._lock = threading.Lock()
@@ -117,6 +133,8 @@ class MilvusBackend:
         """Prepare the collection and bring it in step with the catalog (fully after an unclean close)."""
         state = self._state
         dim = state.vectors.dim
+        if self.index is None:
+            return
         if dim is None:
             self.index.check_owner(self.owner())  # no vector yet: the collection is made with the first add
             return
@@ -141,6 +159,10 @@ class MilvusBackend:
                 view = state.view
                 state.catalog.set_meta(**{SYNCED_KEY: f"{self.uri} {len(view.live)} {view.n_live}"})
         finally:
+            self.close_index()
+
+    def close_index(self) -> None:
+        if self.index is not None:
             self.index.close()
 
     def catch_up(self) -> None:
@@ -267,7 +289,7 @@ class MilvusBackend:
     def check_index_string(self, index_string: str | None) -> None:
         """Raise InvalidInputError unless ``index_string`` is 'auto' or a Milvus index type this server builds."""
         try:
-            index_plan(0, lite=self.index.lite, choice=(index_string or "auto").strip())
+            index_plan(0, lite=is_lite_uri(self.uri), choice=(index_string or "auto").strip())
         except ConfigError as exc:
             from img_agent.errors import InvalidInputError
 
@@ -297,6 +319,8 @@ class MilvusBackend:
                                  retrained=retrained, saved=True)
 
     def describe(self) -> str:
+        if self.index is None:
+            return "milvus lite (not opened on a read-only disk; exact search from the vector file)"
         plan = self.index.plan if self._ready else None
         return plan.describe() if plan is not None else "milvus (no vectors yet)"
 

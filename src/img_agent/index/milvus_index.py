@@ -47,6 +47,11 @@ def is_milvus_uri(value: str) -> bool:
     return value.endswith(".db") or value.startswith(("http://", "https://", "tcp://", "unix:"))
 
 
+def is_lite_uri(uri: str) -> bool:
+    """Whether ``uri`` is a Milvus Lite file (embedded, opened in this process)."""
+    return uri.endswith(".db") and not uri.startswith(("http://", "https://"))
+
+
 def normal_uri(value: str) -> str:
     """``value`` with a Milvus Lite file made absolute (so the store finds it from any working directory).
 
@@ -100,7 +105,7 @@ class MilvusIndex:
     def __init__(self, uri: str, *, collection: str, token: str | None = None, db_name: str | None = None) -> None:
         self.uri = uri
         self.collection = collection
-        self.lite = uri.endswith(".db") and not uri.startswith(("http://", "https://"))
+        self.lite = is_lite_uri(uri)
         try:
             from pymilvus import MilvusClient
         except ImportError as exc:

@@ -211,7 +211,7 @@ class ImageTools(MaintenanceTools, QueryTools, WatchTools, DuplicateTools, NoteT
 
     # -- changing the collection ----------------------------------------------------------------
 
-    @tool(title="Add images to the index", read_only=False, destructive=False, idempotent=True)
+    @tool(title="Add images to the index", read_only=False, destructive=False, idempotent=True, costly=True)
     def add_images(
         self,
         paths: Annotated[list[Annotated[str, Field(max_length=4096)]], Field(

@@ -1,6 +1,7 @@
-"""The person's confirmation before a destructive MCP tool call, asked through the SDK's resolvers.
+"""The person's confirmation before a risky MCP tool call, asked through the SDK's resolvers.
 
-A destructive tool (its hints say it can remove something) gets one more parameter, filled by the
+A tool whose hints say it needs confirmation (it can remove something, or it is costly: adding,
+merging, rebuilding, describing; ``ToolHints.needs_confirmation``) gets one more parameter, filled by the
 SDK rather than by the model: ``Annotated[ElicitationResult[Confirmation], Resolve(ask)]``
 (:mod:`mcp.server.mcpserver.resolve`). The resolver ``ask`` returns an ``Elicit`` question when the
 client of the request can be asked, and the SDK carries it by the negotiated protocol:
@@ -15,7 +16,7 @@ result saying the call was not run. A question that cannot be answered (the clie
 or answers with content that does not fit :class:`Confirmation`) ends the call with the SDK's error,
 and the tool does not run either. A client that declared no form elicitation, or an older-protocol
 connection that cannot carry a request mid-call, is not asked: it confirms from the tool's
-``destructiveHint``.
+annotations (``destructiveHint``, ``readOnlyHint``) as its own interface does.
 
 The question quotes the arguments and the tool's own ``dry_run`` report. On 2026-07-28 the resolver
 runs again on the retried call, and an answer counts only for the question worded exactly as asked:
@@ -51,7 +52,7 @@ PREVIEW_LINES = 12
 
 
 class Confirmation(BaseModel):
-    """What an elicitation asks the person before a destructive call."""
+    """What an elicitation asks the person before a call that needs confirmation."""
 
     confirm: bool = Field(True, description="Run this call.")
 
@@ -100,7 +101,7 @@ def confirmation_parameter(spec: ToolSpec, preview: Preview) -> inspect.Paramete
 
     async def ask(ctx: Context, **arguments: Any) -> Elicit[Confirmation] | Confirmation:
         if not can_be_asked(ctx):
-            return Confirmation()  # nobody to ask here: the client confirms from destructiveHint
+            return Confirmation()  # nobody to ask here: the client confirms from the tool's annotations
         return Elicit(question(spec, arguments, await preview(spec, arguments, ctx)), Confirmation)
 
     parameters = [*spec.accepted, inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]

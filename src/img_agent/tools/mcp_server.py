@@ -16,11 +16,11 @@ The tools come from a :data:`ToolsSource`: fixed tools, a ``Future`` of them whi
 (:mod:`img_agent.tools.mcp_standalone`), or tools chosen per request (the store's service, by the
 folders each client may touch). Importing this module imports neither torch nor faiss nor openai.
 
-Before a destructive tool runs (its hints say it can remove something), a client that declared the
-elicitation capability is asked to confirm the call, on every protocol revision, with a preview from
-the tool's ``dry_run`` where it has one (:mod:`img_agent.tools.mcp_confirm`); a decline makes the
-result an error saying the call was not run. Other clients get the call as it is: they confirm from
-the tool's ``destructiveHint``.
+Before a tool that needs confirmation runs (it can remove something, or it is costly: adding,
+merging, rebuilding, describing), a client that declared the elicitation capability is asked to
+confirm the call, on every protocol revision, with a preview from the tool's ``dry_run`` where it has
+one (:mod:`img_agent.tools.mcp_confirm`); a decline makes the result an error saying the call was not
+run. Other clients get the call as it is: they confirm from the tool's annotations.
 """
 
 from __future__ import annotations
@@ -276,7 +276,7 @@ def _adapter(spec: ToolSpec) -> Callable[..., Any]:
         *spec.accepted,
         inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context),
     ]
-    if spec.hints.destructive:  # the SDK asks the person first (see mcp_confirm) and passes the answer
+    if spec.hints.needs_confirmation:  # the SDK asks the person first (see mcp_confirm) and passes the answer
         parameters.append(confirmation_parameter(spec, dry_run_preview))
     returns = Annotated[CallToolResult, spec.result_type]
     adapter.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]

@@ -144,7 +144,8 @@ class NoteTools:
         return TagList(tags=counts[: limit or DEFAULT_TAG_LIST], total_tags=len(counts),
                        images_without_description=len(self.engine.notes.to_describe()))
 
-    @tool(title="Describe images with the LLM", read_only=False, destructive=False, idempotent=False, uses_llm=True)
+    @tool(title="Describe images with the LLM", read_only=False, destructive=False, idempotent=False, uses_llm=True,
+          costly=True)
     def describe_images(
         self,
         ids: Ids = None,

@@ -58,12 +58,20 @@ class ToolHints:
         idempotent: calling it again with the same arguments has no further effect.
         uses_llm: it may call the configured LLM, i.e. talk to a service outside this machine,
             so it is open-world exactly when an LLM is configured.
+        costly: it runs long index work or paid LLM calls (adding, merging, rebuilding, describing).
     """
 
     read_only: bool
     destructive: bool
     idempotent: bool
     uses_llm: bool = False
+    costly: bool = False
+
+    @property
+    def needs_confirmation(self) -> bool:
+        """Whether a person confirms a call first wherever one can be asked (the chat loop, MCP elicitation):
+        it can remove something, or it is costly, so text inside the collection must not trigger it alone."""
+        return self.destructive or self.costly
 
     def open_world(self, llm_configured: bool) -> bool:
         """Whether the tool may reach outside this machine (only ever through the configured LLM)."""
@@ -87,6 +95,7 @@ def tool(
     destructive: bool,
     idempotent: bool,
     uses_llm: bool = False,
+    costly: bool = False,
     shows_images: bool = False,
 ) -> Callable[[_F], _F]:
     """Mark a method as a tool (its name is the method's name).
@@ -97,7 +106,7 @@ def tool(
 
     def mark(function: _F) -> _F:
         function.__tool_marks__ = _ToolMarks(  # type: ignore[attr-defined]
-            title, ToolHints(read_only, destructive, idempotent, uses_llm), shows_images
+            title, ToolHints(read_only, destructive, idempotent, uses_llm, costly), shows_images
         )
         return function
 

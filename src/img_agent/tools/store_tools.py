@@ -24,7 +24,8 @@ class MaintenanceTools:
     engine: Engine
     jobs: JobRegistry
 
-    @tool(title="Merge recently added images into the main index", read_only=False, destructive=False, idempotent=True)
+    @tool(title="Merge recently added images into the main index", read_only=False, destructive=False, idempotent=True,
+          costly=True)
     def merge_buffer(
         self,
         progress: Annotated[ProgressCallback | None, INJECTED] = None,
@@ -36,7 +37,7 @@ class MaintenanceTools:
         """
         return self.engine.merge(progress=progress)
 
-    @tool(title="Rebuild the index", read_only=False, destructive=False, idempotent=True)
+    @tool(title="Rebuild the index", read_only=False, destructive=False, idempotent=True, costly=True)
     def rebuild_index(
         self,
         index_string: Annotated[str | None, Field(

@@ -11,7 +11,7 @@ import json
 from typing import Annotated
 
 import anyio.to_thread
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from starlette.datastructures import UploadFile as FormFile
 
 from img_agent.agent.chat import ChatSession
@@ -108,14 +108,15 @@ _IMAGE_BODY = {"requestBody": {"content": {
 }}}
 
 
-def _form_where(text: object) -> object:
-    """The ``where`` form field (JSON text) as data for the tool, which validates it; None when absent."""
+def _form_where(text: object, field: str = "form field") -> object:
+    """A ``where`` sent as JSON text (a form field or a query parameter) as data for the tool, which validates
+    and confines it; None when absent or blank."""
     if not isinstance(text, str) or not text.strip():
         return None
     try:
         return json.loads(text)
     except ValueError:
-        raise InvalidInputError("The form field 'where' is not valid JSON; send the filter as a JSON object, e.g. "
+        raise InvalidInputError(f"The {field} 'where' is not valid JSON; send the filter as a JSON object, e.g. "
                                 '{"folder": "/photos/2024", "formats": ["JPEG"]}.') from None
 
 
@@ -162,12 +163,18 @@ async def seed_search(deps: Deps, query: Annotated[str | None, Form()] = None,
     return _result_page(result, 0, k)
 
 
+_WHERE_PARAM = Query(max_length=32768, description=(
+    'The search filter as JSON text (see SearchFilter), URL-encoded, e.g. {"formats": ["PNG"], "has_gps": true}.'))
+
+
 @router.get("/api/images/{image_id}/similar", tags=["search"])
-def similar(image_id: int, deps: Deps, k: int = PAGE_K, offset: int = 0) -> SearchPage:
-    """More like this: images like an indexed one, without itself."""
+def similar(image_id: int, deps: Deps, k: int = PAGE_K, offset: int = 0,
+            where: Annotated[str | None, _WHERE_PARAM] = None) -> SearchPage:
+    """More like this: images like an indexed one, without itself (``where``: only images meeting the filter)."""
     if not 1 <= k <= MAX_TOPK or not 0 <= offset < MAX_TOPK:
         raise InvalidInputError(f"k must be 1-{MAX_TOPK} and offset 0-{MAX_TOPK - 1}.")
-    result = call_tool(deps.tools(), "search_by_image", {"image_id": image_id, "k": depth(offset, k)})
+    arguments = {"image_id": image_id, "k": depth(offset, k), "where": _form_where(where, "query parameter")}
+    result = call_tool(deps.tools(), "search_by_image", arguments)
     return _result_page(result, offset, k)
 
 
