@@ -91,8 +91,14 @@ def cmd_start(ctx: CLIContext) -> int:
 
         service_log = logging.getLogger("img_agent")
         service_log.setLevel(min(service_log.getEffectiveLevel(), logging.INFO))  # the service log tells its story
+        for handler in logging.getLogger().handlers:  # a long-running process's log says when
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 
-        return run_service(settings, llm_settings(ctx.args))
+        code = run_service(settings, llm_settings(ctx.args))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # the store is closed; skip the interpreter's slow teardown of torch and threads
     client = ctx.service()
     env = {"IMG_AGENT_WATCH_FOLDERS": json.dumps(watch["watch_folders"])} if "watch_folders" in watch else {}
     if "watch_debounce" in watch:
