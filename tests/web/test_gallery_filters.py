@@ -1,14 +1,15 @@
 """The gallery's filter panel in a real browser, and ``where`` on "more like this" over plain HTTP.
 
-The served store holds the 12 generated images (JPEG and PNG, some in ``sub/``) plus four photos with
-EXIF facts (camera, date taken, GPS, a larger size); some images get tags and descriptions before the
-page opens. Each filtered search in the page must show exactly the images an oracle computed from
+The served store holds the 12 generated images (JPEG and PNG, some in ``sub/``) plus six photos with
+EXIF facts (camera, date taken, GPS near Paris or on either side of the antimeridian, other sizes) and
+file modification times set around one day; some images get tags and descriptions before the page opens. Each filtered search in the page must show exactly the images an oracle computed from
 the catalog records says meet the filter (all of them fit on one page).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -26,19 +27,25 @@ from gallery_support import (
     search,
     settle,
 )
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Request, expect
 from web_support import WEB_IMAGES, WebServer, start_web_server
 
 from img_agent.testing.exif_photos import write_photo
 
 QUERY = "a picture"
-PHOTOS = [  # name, camera, taken, GPS, size
-    ("canon_2023.jpg", ("Canon", "EOS R5"), "2023:06:15 10:00:00", True, (128, 96)),
-    ("canon_2021.jpg", ("Canon", "EOS 5D"), "2021:06:15 10:00:00", False, (64, 48)),
-    ("nikon_2023.jpg", ("NIKON CORPORATION", "D750"), "2023:02:01 09:30:00", True, (128, 96)),
-    ("plain.jpg", None, None, False, (64, 48)),
+PARIS = {"lat": ((48, 1), (51, 1), (0, 1)), "lat_ref": "N", "lon": ((2, 1), (21, 1), (0, 1)), "lon_ref": "E"}
+FIJI_EAST = {"lat": ((17, 1), (0, 1), (0, 1)), "lat_ref": "S", "lon": ((178, 1), (30, 1), (0, 1)), "lon_ref": "E"}
+FIJI_WEST = {"lat": ((16, 1), (30, 1), (0, 1)), "lat_ref": "S", "lon": ((179, 1), (50, 1), (0, 1)), "lon_ref": "W"}
+MODIFIED_DAY = "2020-03-11"
+"""The UTC day the photos' file times are set around (the generated images keep today's)."""
+PHOTOS = [  # name, camera, taken, GPS, size, file modification time (UTC)
+    ("canon_2023.jpg", ("Canon", "EOS R5"), "2023:06:15 10:00:00", PARIS, (128, 96), "2020-03-10T23:59:30"),
+    ("canon_2021.jpg", ("Canon", "EOS 5D"), "2021:06:15 10:00:00", None, (64, 48), "2020-03-11T00:00:00"),
+    ("nikon_2023.jpg", ("NIKON CORPORATION", "D750"), "2023:02:01 09:30:00", PARIS, (128, 96), "2020-03-11T12:00:00"),
+    ("plain.jpg", None, None, None, (64, 48), "2020-03-11T23:59:59"),
+    ("fiji_east.jpg", None, None, FIJI_EAST, (48, 120), "2020-03-12T00:00:00"),
+    ("fiji_west.jpg", None, None, FIJI_WEST, (64, 48), "2020-03-12T08:00:00"),
 ]
-GPS = {"lat": ((48, 1), (51, 1), (0, 1)), "lat_ref": "N", "lon": ((2, 1), (21, 1), (0, 1)), "lon_ref": "E"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,15 @@ def _day(text: str, *, end: bool = False) -> float:
     return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
 
 
+def in_box(record: dict[str, Any], box: dict[str, float]) -> bool:
+    lat, lon = record["gps_lat"], record["gps_lon"]
+    if lat is None or lon is None or not box["min_lat"] <= lat <= box["max_lat"]:
+        return False
+    if box["min_lon"] <= box["max_lon"]:
+        return box["min_lon"] <= lon <= box["max_lon"]
+    return lon >= box["min_lon"] or lon <= box["max_lon"]  # across the antimeridian
+
+
 def meets(record: dict[str, Any], where: dict[str, Any]) -> bool:
     tags = {tag.lower() for tag in record["tags"]}
     camera = f"{record['camera_make'] or ''} {record['camera_model'] or ''}".lower()
@@ -70,11 +86,16 @@ def meets(record: dict[str, Any], where: dict[str, Any]) -> bool:
         "taken_after": lambda v: taken is not None and taken >= _day(v),
         "taken_before": lambda v: taken is not None and taken < _day(v, end=True),
         "camera": lambda v: v.lower() in camera,
+        "modified_after": lambda v: record["mtime"] >= _day(v),
+        "modified_before": lambda v: record["mtime"] < _day(v, end=True),
         "has_gps": lambda v: (record["gps_lat"] is not None) == v,
+        "bbox": lambda v: in_box(record, v),
         "tags_any": lambda v: any(tag.lower() in tags for tag in v),
+        "tags_all": lambda v: all(tag.lower() in tags for tag in v),
         "tags_none": lambda v: not any(tag.lower() in tags for tag in v),
         "description": lambda v: v.lower() in (record["description"] or "").lower(),
         "min_width": lambda v: record["width"] >= v,
+        "min_height": lambda v: record["height"] >= v,
     }
     return all(checks[key](value) for key, value in where.items())
 
@@ -89,9 +110,12 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     with start_web_server(tmp_path_factory.mktemp("web-filters")) as web, \
             httpx.Client(base_url=web.base_url, headers=web.bearer, timeout=60) as api:
         photos = web.image_dir / "photos"
-        for seed, (name, camera, taken, gps, size) in enumerate(PHOTOS):
+        modified = {}
+        for seed, (name, camera, taken, gps, size, mtime) in enumerate(PHOTOS):
             exif = {"make": camera[0], "model": camera[1], "taken": taken} if camera else {}
-            write_photo(photos / name, seed, size=size, **exif, **(GPS if gps else {}))
+            write_photo(photos / name, seed, size=size, **exif, **(gps or {}))
+            modified[name] = datetime.fromisoformat(mtime).replace(tzinfo=timezone.utc).timestamp()
+            os.utime(photos / name, (modified[name], modified[name]))
         added = api.post("/api/tools/call", json={"name": "add_images",
                                                   "arguments": {"paths": [str(photos)], "wait": True}})
         assert added.status_code == 200 and len(added.json()["added"]) == len(PHOTOS), added.text
@@ -105,6 +129,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
             assert response.status_code == 200, response.text
         catalog = _catalog(api)
         assert len(catalog) == WEB_IMAGES + len(PHOTOS)
+        assert {Path(r["path"]).name: r["mtime"] for r in catalog.values() if r["path"].startswith(str(photos))} \
+            == modified
         yield Store(web, catalog)
 
 
@@ -258,6 +284,113 @@ def test_metadata_tag_and_score_filters_apply_by_button_and_by_enter(page: Page,
     assert shown(page) == set(store.catalog)
 
 
+def fill_box(page: Page, south: str = "", west: str = "", north: str = "", east: str = "") -> None:
+    for edge, value in (("south", south), ("west", west), ("north", north), ("east", east)):
+        page.locator(f"#filter-bbox-{edge}").fill(value)
+
+
+@NEEDS_CHROMIUM
+def test_modified_dates_all_tags_height_and_gps_box_filters(page: Page, store: Store) -> None:
+    def names(*files: str) -> set[int]:
+        return {store.id_of(name) for name in files}
+
+    home(page, store.web.base_url)
+    open_filters(page)
+    search(page, QUERY)
+    assert shown(page) == set(store.catalog)
+
+    page.locator("#filter-modified-after").fill(MODIFIED_DAY)
+    page.locator("#filter-modified-before").fill(MODIFIED_DAY)
+    summary(page, 2)
+    page.get_by_test_id("filters-apply").click()
+    expected = store.ids(modified_after=MODIFIED_DAY, modified_before=MODIFIED_DAY)
+    assert shown(page) == expected == names("canon_2021.jpg", "nikon_2023.jpg", "plain.jpg")  # the day's edges
+    expect(page.locator("#query-label")).to_contain_text("(2 filters)")
+
+    clear(page)
+    page.locator("#filter-tags-all").fill("beach, FAMILY")
+    page.locator("#filter-tags-all").press("Enter")
+    expected = store.ids(tags_all=["beach", "family"])
+    assert shown(page) == expected == names("img_0002.png")
+    assert expected < store.ids(tags_any=["beach", "family"])
+
+    clear(page)
+    page.locator("#filter-min-height").fill("90")
+    page.locator("#filter-min-height").press("Enter")
+    expected = store.ids(min_height=90)
+    assert shown(page) == expected == names("canon_2023.jpg", "nikon_2023.jpg", "fiji_east.jpg")
+    assert expected != store.ids(min_width=90)
+
+    clear(page)
+    fill_box(page, "48.5", "2", "49", "2.5")
+    summary(page, 1)
+    page.get_by_test_id("filters-apply").click()
+    box = {"min_lat": 48.5, "min_lon": 2, "max_lat": 49, "max_lon": 2.5}
+    assert shown(page) == store.ids(bbox=box) == names("canon_2023.jpg", "nikon_2023.jpg")
+    expect(page.locator("#query-label")).to_contain_text("(1 filter)")
+
+    fill_box(page, "-18", "178", "-16", "-179.5")  # West greater than East: across the antimeridian
+    page.get_by_test_id("filters-apply").click()
+    box = {"min_lat": -18, "min_lon": 178, "max_lat": -16, "max_lon": -179.5}
+    assert shown(page) == store.ids(bbox=box) == names("fiji_east.jpg", "fiji_west.jpg")
+    seed = store.id_of("fiji_east.jpg")
+    page.locator(f"[data-testid=result-card][data-id='{seed}'] [data-testid=more-like-this]").click()
+    expect(page.locator("#query-label")).to_contain_text("More like")
+    assert shown(page) == names("fiji_west.jpg")
+
+    fill_box(page, "-18", "-179.5", "-16", "178")  # the same edges the other way round: the rest of the world
+    page.get_by_test_id("filters-apply").click()
+    assert shown(page) == store.ids(bbox={"min_lat": -18, "min_lon": -179.5, "max_lat": -16, "max_lon": 178}) == set()
+    expect(page.locator("#no-results")).to_be_visible()
+
+    clear(page)
+    page.locator("#filter-modified-after").fill("2020-01-01")
+    page.locator("#filter-modified-before").fill("2020-12-31")
+    page.locator("#filter-tags-all").fill("beach")
+    page.locator("#filter-min-height").fill("40")
+    fill_box(page, "-90", "-180", "90", "180")
+    summary(page, 5)
+    search(page, QUERY)
+    where = {"modified_after": "2020-01-01", "modified_before": "2020-12-31", "tags_all": ["beach"], "min_height": 40,
+             "bbox": {"min_lat": -90, "min_lon": -180, "max_lat": 90, "max_lon": 180}}
+    assert shown(page) == store.ids(**where) == names("canon_2023.jpg")
+    expect(page.locator("#query-label")).to_contain_text("(5 filters)")
+    clear(page)  # empties every field: the count is taken from them
+    assert shown(page) == set(store.catalog)
+
+
+@NEEDS_CHROMIUM
+def test_a_partly_filled_gps_box_is_refused_in_the_page(page: Page, store: Store) -> None:
+    home(page, store.web.base_url)
+    open_filters(page)
+    searches: list[str] = []
+
+    def record(request: Request) -> None:
+        if "/api/search" in request.url or "/similar" in request.url:
+            searches.append(request.url)
+
+    page.on("request", record)
+    try:
+        fill_box(page, south="10", north="20")
+        summary(page, 1)
+        search(page, QUERY)
+        message = page.get_by_test_id("message")
+        expect(message).to_have_attribute("data-kind", "error")
+        expect(message).to_have_text(
+            "InvalidInputError: GPS box: give all four edges (South, West, North, East) or none; West, East are empty.")
+        expect(page.get_by_test_id("result-card")).to_have_count(0)
+        fill_box(page, "10", "20", "30")
+        page.get_by_test_id("filters-apply").click()
+        expect(message).to_contain_text("or none; East is empty.")
+        expect(page.get_by_test_id("result-card")).to_have_count(0)
+        assert searches == []
+    finally:
+        page.remove_listener("request", record)
+    clear(page)
+    expect(message).to_be_hidden()
+    assert shown(page) == set(store.catalog)
+
+
 @NEEDS_CHROMIUM
 def test_a_bad_filter_shows_the_api_message_and_the_panel_fits_a_phone(page: Page, store: Store) -> None:
     home(page, store.web.base_url)
@@ -292,6 +425,12 @@ def test_a_bad_filter_shows_the_api_message_and_the_panel_fits_a_phone(page: Pag
         expect(page.locator("#filter-folder")).to_be_visible()
         page.keyboard.press("Tab")
         expect(page.locator("#filter-folder")).to_be_focused()
+        page.locator("#filter-gps").focus()
+        for edge in ("south", "west", "north", "east"):  # the box's edges in reading order, each on screen
+            page.keyboard.press("Tab")
+            expect(page.locator(f"#filter-bbox-{edge}")).to_be_focused()
+            place = page.locator(f"#filter-bbox-{edge}").bounding_box()
+            assert place and place["x"] >= 0 and place["x"] + place["width"] <= 390
         overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0
     finally:

@@ -184,7 +184,10 @@ class MilvusIndex:
                 whose = f"another img-agent store ({held_by})" if held_by else "something other than img-agent"
                 raise VectorStoreError(
                     f"The Milvus collection {self.collection!r} at {self.uri} was written by {whose}; this store "
-                    "will not touch it. Give this store a collection of its own with IMG_AGENT_MILVUS_COLLECTION.")
+                    "will not touch it. Give this store a collection of its own with IMG_AGENT_MILVUS_COLLECTION. "
+                    "If this data directory was repaired or made anew, the collection still holds the old store's "
+                    "vectors (its catalog is in lost+found/): index the folders again into a new collection, and drop "
+                    "the old one once nothing needs it.")
 
     def _index_params(self, plan: IndexPlan) -> Any:
         params = self._client.prepare_index_params()
