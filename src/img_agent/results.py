@@ -267,6 +267,8 @@ class MaintenanceReport(BaseModel):
     seconds: float
     retrained: bool = Field(description="Whether a quantizer was (re)trained.")
     saved: bool = Field(False, description="Whether a new index file was written (merges write one now and then).")
+    cancelled: bool = Field(False, description=(
+        "Whether a rebuild was stopped before its new index replaced the old one (then nothing changed)."))
 
 
 class IndexStatus(BaseModel):

@@ -455,3 +455,33 @@ def test_merges_between_checkpoints_survive_reopen_with_and_without_close(tmp_pa
         assert not rep.saved and rep.generation == 2  # the merge itself writes nothing
         st = eng.status()
         assert st.generation == 3 and st.unsaved == 0 and st.segments == 0
+
+
+@pytest.mark.parametrize("stop_at", ["training", "adding"])
+def test_a_cancelled_rebuild_keeps_the_old_index_and_changes_nothing(tmp_path, stop_at):
+    """A cancel seen before the new index is published discards it: same generation, same results."""
+    vecs = clip_like_vectors(3000, 32, seed=7)
+    eng = open_engine(tmp_path, index_string="IVF16,Flat")
+    try:
+        eng.add_vectors(vecs, paths(3000))
+        eng.merge()
+        eng.remove(ids=list(range(0, 3000, 10)))
+        before, q = eng.status(), vecs[:20]
+        expected = eng.search_ids(q, 10)
+        cancel, seen = threading.Event(), []
+
+        def progress(done, total, message):
+            seen.append(message)
+            if message.startswith(stop_at):
+                cancel.set()
+
+        report = eng.rebuild(progress=progress, index_string="IVF32,Flat", cancel=cancel)
+        assert report.cancelled and report.moved == 0 and report.generation == before.generation
+        assert any(m.startswith(stop_at) for m in seen)
+        after = eng.status()
+        assert (after.generation, after.nlist, after.deleted) == (before.generation, before.nlist, before.deleted)
+        assert all(np.array_equal(a[0], b[0]) for a, b in zip(eng.search_ids(q, 10), expected))
+        done = eng.rebuild(index_string="IVF32,Flat")  # a later rebuild runs as usual
+        assert not done.cancelled and eng.status().nlist == 32 and eng.status().deleted == 0
+    finally:
+        eng.close()

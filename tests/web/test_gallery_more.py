@@ -121,3 +121,37 @@ def test_merge_moves_the_buffer_into_the_main_index_and_the_panel_says_so(page: 
     expect(message).to_have_attribute("data-kind", "info")
     expect(message).to_contain_text(f"Merged {buffer} images")
     expect(page.get_by_test_id("status-live")).to_have_text(str(IMAGES + 3))
+
+
+def test_a_long_add_is_cancelled_from_the_page_and_keeps_what_it_added(page: Page, big_store: WebServer) -> None:
+    folder = big_store.image_dir / "many"
+    make_images(folder, 400, seed=17)
+    home(page, big_store.base_url)
+    live = int(page.get_by_test_id("status-live").inner_text())
+    page.get_by_test_id("index-path-input").fill(str(folder))
+    page.get_by_test_id("index-add-button").click()
+    progress = page.get_by_test_id("job-progress")
+    expect(progress).to_have_attribute("data-state", "running")
+    page.get_by_test_id("job-cancel").click()
+    expect(progress).to_have_attribute("data-state", "cancelled", timeout=60_000)
+    expect(progress).to_contain_text("Cancelled")
+    expect(page.get_by_test_id("job-cancel")).to_be_hidden()
+    with httpx.Client(base_url=big_store.base_url, headers=big_store.bearer, timeout=60) as api:
+        [job] = [j for j in api.get("/api/jobs").json() if j["kind"] == "add" and str(folder) in j["description"]]
+        added = len(job["result"]["added"])
+        assert job["state"] == "cancelled" and job["result"]["cancelled"] and added < 400, job
+        assert api.get("/api/index/status").json()["live"] == live + added  # what it added stays
+    expect(page.get_by_test_id("status-live")).to_have_text(str(live + added))
+
+
+def test_a_rebuild_from_the_page_streams_to_done(page: Page, big_store: WebServer) -> None:
+    home(page, big_store.base_url)
+    page.get_by_test_id("rebuild-button").click()
+    progress = page.get_by_test_id("job-progress")
+    expect(progress).to_have_attribute("data-state", "done", timeout=60_000)
+    with httpx.Client(base_url=big_store.base_url, headers=big_store.bearer, timeout=60) as api:
+        [job] = [j for j in api.get("/api/jobs").json() if j["kind"] == "rebuild"]
+        assert job["state"] == "done" and not job["result"]["cancelled"], job
+        status = api.get("/api/index/status").json()
+    assert status["buffer"] == 0 and status["deleted"] == 0
+    expect(main_and_buffer(page)).to_have_text(f"{status['main']} / 0")

@@ -248,10 +248,12 @@ class Engine:
         self._writable()
         return self._maintenance.merge(progress)
 
-    def rebuild(self, progress: ProgressCallback | None = None, index_string: str | None = None) -> MaintenanceReport:
-        """Retrain a new main index on the live vectors only; the one physical delete (ids stay)."""
+    def rebuild(self, progress: ProgressCallback | None = None, index_string: str | None = None,
+                cancel: threading.Event | None = None) -> MaintenanceReport:
+        """Retrain a new main index on the live vectors only; the one physical delete (ids stay). ``cancel``
+        stops it before the new index replaces the old one."""
         self._writable()
-        return self._maintenance.rebuild(progress, index_string)
+        return self._maintenance.rebuild(progress, index_string, cancel)
 
     def check_index_string(self, index_string: str | None) -> None:
         """Raise InvalidInputError unless :meth:`rebuild` can use ``index_string``; builds and allocates nothing."""

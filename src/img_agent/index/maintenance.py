@@ -211,13 +211,15 @@ class Maintenance:
         if thread is not None:
             thread.join(timeout)
 
-    def rebuild(self, progress: ProgressCallback | None = None, index_string: str | None = None) -> MaintenanceReport:
+    def rebuild(self, progress: ProgressCallback | None = None, index_string: str | None = None,
+                cancel: threading.Event | None = None) -> MaintenanceReport:
         """Retrain a new main index on the live vectors only; the one physical delete.
 
         Ids stay the same. Searches, adds and removes go on meanwhile: adds stay in the buffer,
         removals made during the rebuild are filtered out as usual. A given ``index_string`` becomes
         the store's chosen one (see the module docstring); without one the chosen string is kept.
-        A trained index then measures its cheapest search setting meeting ``recall_target``.
+        A trained index then measures its cheapest search setting meeting ``recall_target``. ``cancel``
+        set before the new index is published stops the rebuild and discards it: the old index stays.
 
         Raises:
             InvalidInputError: ``index_string`` is not one the engine can use.
@@ -228,8 +230,8 @@ class Maintenance:
             raise BusyError("A merge or rebuild is already running; try again when it has finished.")
         try:
             if state.external is not None:
-                return state.external.rebuild(progress, index_string)
-            return self._rebuild_locked(progress, index_string)
+                return state.external.rebuild(progress, index_string, cancel)
+            return self._rebuild_locked(progress, index_string, cancel)
         finally:
             state.maint_lock.release()
 
@@ -246,9 +248,17 @@ class Maintenance:
                                         "checked against their dimension; add images first, then rebuild.")
             faiss_plan.check_factory(chosen, dim, state.view.n_live)
 
-    def _rebuild_locked(self, progress: ProgressCallback | None, index_string: str | None) -> MaintenanceReport:
+    def _rebuild_locked(self, progress: ProgressCallback | None, index_string: str | None,
+                        cancel: threading.Event | None) -> MaintenanceReport:
         state = self._state
         t0 = time.perf_counter()
+
+        def step(done: int, total: int | None, message: str) -> None:
+            if cancel is not None and cancel.is_set():
+                raise _Stopped
+            if progress:
+                progress(done, total, message)
+
         view = state.view
         live_ids = np.flatnonzero(view.live).astype(np.int64)
         dropped = view.main_total + len(view.buffer_ids) - len(live_ids)
@@ -262,8 +272,13 @@ class Maintenance:
             self._publish(None, None, 0, live_ids, rebuild=True, save=True, **meta)
             return _report("rebuild", 0, dropped, state.view, t0, retrained=False, saved=True)
         plan = faiss_plan.plan_for(len(live_ids), dim, chosen or chosen_index_string(state), state.settings.nprobe)
-        index = faiss_plan.build(plan, dim, live_ids, state.vectors.get, progress)
-        tuned = self._tune(index, plan, live_ids, progress)
+        try:
+            index = faiss_plan.build(plan, dim, live_ids, state.vectors.get, step)
+            tuned = self._tune(index, plan, live_ids, step)
+            step(len(live_ids), len(live_ids), "publishing the new index")
+        except _Stopped:
+            log.info("rebuild cancelled before its new index was published; the old one stays")
+            return _report("rebuild", 0, 0, state.view, t0, retrained=False).model_copy(update={"cancelled": True})
         self._publish(index, plan, view.generation + 1, live_ids, rebuild=True, save=True, tuned=tuned, **meta)
         return _report("rebuild", len(live_ids), dropped, state.view, t0, retrained=plan.trained, saved=True)
 
@@ -343,6 +358,10 @@ class Maintenance:
         """What the store holds and how it is indexed, with advice."""
         base = health.status(self._state, model=model, pretrained=pretrained, dim=dim)
         return self._state.external.status(base) if self._state.external is not None else base
+
+
+class _Stopped(Exception):
+    """A rebuild's cancel event was seen between two of its steps."""
 
 
 def _report(op: str, moved: int, dropped: int, view: View, t0: float, *, retrained: bool,

@@ -296,11 +296,15 @@ class MilvusBackend:
             raise InvalidInputError(f"{exc} This store keeps its vectors in Milvus, so faiss index strings do "
                                     "not apply.") from exc
 
-    def rebuild(self, progress: ProgressCallback | None = None, index_string: str | None = None) -> MaintenanceReport:
-        """Compact the collection and build its index anew: ``index_string`` 'auto' (by size) or a Milvus index type."""
+    def rebuild(self, progress: ProgressCallback | None = None, index_string: str | None = None,
+                cancel: threading.Event | None = None) -> MaintenanceReport:
+        """Compact the collection and build its index anew: ``index_string`` 'auto' (by size) or a Milvus index
+        type. Milvus builds in one call, so ``cancel`` is honoured only before it starts."""
         t0 = time.perf_counter()
         choice = (index_string or "auto").strip()
         self.check_index_string(choice)
+        if cancel is not None and cancel.is_set():
+            return self._report("rebuild", t0, False).model_copy(update={"cancelled": True})
         self.catch_up()
         if self._ready:
             if progress:

@@ -294,9 +294,16 @@ class FakeEngine:
     def merge(self, progress: ProgressCallback | None = None) -> MaintenanceReport:
         return self._maintenance("merge", progress)
 
-    def rebuild(self, progress: ProgressCallback | None = None, index_string: str | None = None) -> MaintenanceReport:
+    def check_index_string(self, index_string: str | None) -> None:
         if index_string is not None and index_string not in ("Flat", "auto"):
             raise InvalidInputError(f"Unknown index string {index_string!r}; use e.g. 'Flat' or 'IVF1024,SQ8'.")
+
+    def rebuild(self, progress: ProgressCallback | None = None, index_string: str | None = None,
+                cancel: threading.Event | None = None) -> MaintenanceReport:
+        self.check_index_string(index_string)
+        if cancel is not None and cancel.is_set():
+            return MaintenanceReport(operation="rebuild", moved=0, generation=self.generation, index="Flat",
+                                     seconds=0.0, retrained=False, cancelled=True)
         return self._maintenance("rebuild", progress)
 
     def _maintenance(self, operation: str, progress: ProgressCallback | None) -> MaintenanceReport:

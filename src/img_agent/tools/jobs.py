@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from img_agent.errors import BusyError, ImgAgentError, NotFoundError
+from img_agent.errors import ImgAgentError, NotFoundError
 from img_agent.results import JobInfo, ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,7 @@ JobWork = Callable[[ProgressCallback, threading.Event], BaseModel]
 
 
 class _Job:
-    def __init__(self, job_id: str, kind: str, description: str, cancellable: bool = True) -> None:
-        self.cancellable = cancellable
+    def __init__(self, job_id: str, kind: str, description: str) -> None:
         self.info = JobInfo(id=job_id, kind=kind, description=description, state="running", started=time.time())
         self.cancel = threading.Event()
         self.finished = threading.Event()
@@ -43,7 +42,8 @@ class _Job:
     def finish(self, report: BaseModel | None, failure: str | None, exception: BaseException | None = None) -> None:
         with self._lock:
             self.exception = exception
-            state = "failed" if failure else ("cancelled" if self.cancel.is_set() else "done")
+            stopped = self.cancel.is_set() and getattr(report, "cancelled", True)  # a cancel that came too late: done
+            state = "failed" if failure else ("cancelled" if stopped else "done")
             self.report = report
             self.info = self.info.model_copy(update={
                 "state": state, "finished": time.time(), "failure": failure,
@@ -64,10 +64,9 @@ class JobRegistry:
         self._lock = threading.Lock()
         self._numbers = itertools.count(1)
 
-    def start(self, kind: str, description: str, work: JobWork, *, cancellable: bool = True) -> str:
-        """Start ``work`` in a new thread; returns the job id at once. A job that is not ``cancellable``
-        never looks at its cancel event: :meth:`cancel` refuses it."""
-        job = _Job(f"{kind}-{next(self._numbers)}", kind, description, cancellable)
+    def start(self, kind: str, description: str, work: JobWork) -> str:
+        """Start ``work`` in a new thread; returns the job id at once."""
+        job = _Job(f"{kind}-{next(self._numbers)}", kind, description)
         with self._lock:
             self._jobs[job.info.id] = job
             self._forget_old()
@@ -125,16 +124,12 @@ class JobRegistry:
                 return info, None
 
     def cancel(self, job_id: str) -> JobInfo:
-        """Ask a job to stop at its next batch.
+        """Ask a job to stop at its next batch (a rebuild: before its new index replaces the old one).
 
         Raises:
             NotFoundError: no job has that id.
-            BusyError: the job cannot be stopped half-way; wait for it.
         """
         job = self._get(job_id)
-        if not job.cancellable and not job.finished.is_set():
-            raise BusyError(f"Job {job_id} ({job.info.kind}) cannot be stopped half-way; searches keep working "
-                            "meanwhile. Wait for it to finish.")
         job.cancel.set()
         return job.snapshot()
 

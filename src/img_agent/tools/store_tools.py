@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import Field
@@ -47,13 +48,14 @@ class MaintenanceTools:
             "collection size).",
         )] = None,
         progress: Annotated[ProgressCallback | None, INJECTED] = None,
+        cancel: Annotated[threading.Event | None, INJECTED] = None,
     ) -> MaintenanceReport:
         """Retrain and rebuild the main index from the stored vectors of all live images.
 
         Drops removed images for good and re-fits the index to the collection's size. Searches keep working
         meanwhile. Takes seconds to minutes for large collections; index_status says when it is advised.
         """
-        return self.engine.rebuild(progress=progress, index_string=index_string or None)
+        return self.engine.rebuild(progress=progress, index_string=index_string or None, cancel=cancel)
 
     @tool(title="Show index status", read_only=True, destructive=False, idempotent=True)
     def index_status(self) -> IndexStatus:

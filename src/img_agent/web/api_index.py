@@ -62,13 +62,14 @@ def index_merge(deps: Deps) -> MaintenanceReport:
 
 @router.post("/api/index/rebuild", tags=["store"])
 def index_rebuild(deps: Deps, body: RebuildArguments | None = None) -> JobStarted:  # type: ignore[valid-type]
-    """Retrain and rebuild the main index, as a job; answers at once (it cannot be stopped half-way)."""
+    """Retrain and rebuild the main index, as a job; answers at once. Cancelling it before the new index is
+    published discards that index: the old one stays."""
     tools = deps.tools()
     spec = get_spec("rebuild_index")
     parsed = spec.parse(body.model_dump() if body is not None else {})
     tools.engine.check_index_string(parsed["index_string"])  # a bad one is refused here, not by a failed job
     job_id = tools.jobs.start("rebuild", f"rebuild {parsed['index_string'] or 'auto'}",
-                              lambda progress, _cancel: spec.call(tools, parsed, progress=progress), cancellable=False)
+                              lambda progress, cancel: spec.call(tools, parsed, progress=progress, cancel=cancel))
     return JobStarted(job=tools.jobs.info(job_id))
 
 
