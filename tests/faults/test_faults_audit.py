@@ -11,8 +11,6 @@ import base64
 import errno
 import io
 import os
-import re
-import socket
 import struct
 import subprocess
 import sys
@@ -22,7 +20,6 @@ import zlib
 from pathlib import Path
 
 import anyio
-import httpx
 import numpy as np
 import pytest
 from mcp import Client
@@ -203,55 +200,34 @@ def test_query_image_decodes_are_bounded(stub_tools, harness):
 
 
 # -- a non-loopback HTTP bind: a token made, Host/Origin still checked ----------------------------
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_http_on_every_interface_makes_a_token_and_keeps_host_checks(tmp_path, harness):
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMG_AGENT_", "LLM_"))}
-    env.update(PYTHONPATH=os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])]),
-               HF_HUB_OFFLINE="1", IMG_AGENT_CONFIG=str(tmp_path / "none.env"))
-    (tmp_path / "root").mkdir()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "img_agent", "serve", "--http", "--host", "0.0.0.0", "--port", str(port),
-         "--model", "tiny-test", "--data-dir", str(tmp_path / "data"), "--root", str(tmp_path / "root")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        printed = server.stdout.readline()  # the token line comes before the server listens
-        match = re.search(r"Authorization: Bearer ([A-Za-z0-9_\-]{32,})", printed)
-        assert match, printed
-        token = match.group(1)
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.stderr.read()
-            assert time.monotonic() < deadline, "the HTTP server did not start listening"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        url = f"http://127.0.0.1:{port}/mcp"
-        body = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
-                           "clientInfo": {"name": "audit", "version": "0"}}}
-        accept = {"Accept": "application/json, text/event-stream"}
-        auth = {"Authorization": f"Bearer {token}"}
-        with harness.trial("sandbox", faults=3), httpx.Client(timeout=30) as http:
-            refused = {
-                "no token": http.post(url, json=body, headers=accept).status_code,
-                "forged Host": http.post(url, json=body, headers={**accept, **auth, "Host": "evil.example"}).status_code,
-                "forged Origin": http.post(url, json=body, headers={**accept, **auth,
-                                                                      "Origin": "http://evil.example"}).status_code,
-            }
-            assert refused == {"no token": 401, "forged Host": 421, "forged Origin": 403}, refused
-            assert http.post(url, json=body, headers={**accept, **auth}).status_code == 200
-    finally:
-        server.terminate()
-        _, err = server.communicate(timeout=30)
-    assert "Traceback" not in err, err
+    """The app 'serve --http --host 0.0.0.0' runs, built in-process (tests only ever bind loopback)."""
+    from starlette.testclient import TestClient
+
+    from img_agent.errors import ConfigError
+    from img_agent.testing.fake_engine import FakeEngine
+    from img_agent.tools.mcp_standalone import http_app, http_token
+
+    token = http_token("0.0.0.0", None)
+    assert token and len(token) >= 32 and http_token("127.0.0.1", None) is None
+    settings = Settings(data_dir=tmp_path / "data", model="stub")
+    server = create_server(ImageTools(FakeEngine(), Sandbox([ROOT], max_file_bytes=10_000_000)), llm_configured=False)
+    with pytest.raises(ConfigError, match="needs a bearer token"):
+        http_app(server, settings, host="0.0.0.0", port=8765, token=None)
+    app = http_app(server, settings, host="0.0.0.0", port=8765, token=token)
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "audit", "version": "0"}}}
+    accept = {"Accept": "application/json, text/event-stream"}
+    auth = {"Authorization": f"Bearer {token}"}
+    with harness.trial("sandbox", faults=3), TestClient(app, base_url="http://127.0.0.1:8765") as http:
+        refused = {
+            "no token": http.post("/mcp", json=body, headers=accept).status_code,
+            "forged Host": http.post("/mcp", json=body, headers={**accept, **auth, "Host": "evil.example"}).status_code,
+            "forged Origin": http.post("/mcp", json=body, headers={**accept, **auth,
+                                                                   "Origin": "http://evil.example"}).status_code,
+        }
+        assert refused == {"no token": 401, "forged Host": 421, "forged Origin": 403}, refused
+        assert http.post("/mcp", json=body, headers={**accept, **auth}).status_code == 200
 
 
 # -- an index string in the catalog is read, never handed to faiss to build ----------------------

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -153,18 +153,28 @@ def serve(
     if not http:
         server.run()
         return
-    if token is None and not is_loopback(host):
-        raise ConfigError(f"Serving on {host} needs a bearer token: pass --token or set IMG_AGENT_HTTP_TOKEN.")
     import uvicorn
 
+    app = http_app(server, settings, host=host, port=port, token=token)
+    config = uvicorn.Config(app, host=host, port=port, log_level=server.settings.log_level.lower())
+    uvicorn.Server(config).run()
+
+
+def http_app(server: ImageMCPServer, settings: Settings, *, host: str, port: int, token: str | None) -> Any:
+    """The guarded ASGI app of ``server`` for an HTTP listener on ``host``: the Host/Origin allow-list
+    always, the bearer ``token`` when given.
+
+    Raises:
+        ConfigError: a non-loopback ``host`` without a token.
+    """
+    if token is None and not is_loopback(host):
+        raise ConfigError(f"Serving on {host} needs a bearer token: pass --token or set IMG_AGENT_HTTP_TOKEN.")
     security = transport_security(host, settings.http_allowed_hosts)
     app = server.streamable_http_app(transport_security=security, max_request_body_size=MAX_HTTP_BODY_BYTES, host=host)
     logger.info("MCP endpoint: http://%s:%d/mcp (%s; accepted Host headers: %s; add more with "
                 "IMG_AGENT_HTTP_ALLOWED_HOSTS)", host if ":" not in host else f"[{host}]", port,
                 "bearer token required" if token else "no token: loopback only", ", ".join(security.allowed_hosts))
-    config = uvicorn.Config(HttpGuard(app, token=token), host=host, port=port,
-                            log_level=server.settings.log_level.lower())
-    uvicorn.Server(config).run()
+    return HttpGuard(app, token=token)
 
 
 def is_loopback(host: str) -> bool:
