@@ -25,8 +25,8 @@ from img_agent import errors
 from img_agent.config import Settings
 from img_agent.index.engine import Engine
 from img_agent.results import RemoveReport
-from img_agent.service.web_listener import is_loopback
 from img_agent.testing import StubEncoder, make_images
+from img_agent.tools.http_guard import is_loopback
 from img_agent.tools.image_tools import ImageTools
 from img_agent.tools.sandbox import Sandbox
 from img_agent.web import api_images

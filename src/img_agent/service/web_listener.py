@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import logging
 import socket
 import threading
@@ -27,17 +26,6 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 START_TIMEOUT = 15.0
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    with contextlib.suppress(ValueError):
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    return False
-
-
 def _bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port``; a busy port or an unknown address is a ConfigError naming the flag."""
     try:
@@ -77,6 +65,8 @@ class WebListener:
                                         name="img-agent-web", daemon=True)
 
     def start(self) -> WebListener:
+        from img_agent.tools.http_guard import is_loopback
+
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT
         while not self._server.started:
@@ -92,6 +82,8 @@ class WebListener:
 
     def info(self) -> dict[str, Any]:
         """What ``img-agent web`` prints: the URL with the token, the token, the address."""
+        from img_agent.tools.http_guard import is_loopback
+
         shown = DEFAULT_HOST if self.host in ("0.0.0.0", "", "::") else self.host
         shown = f"[{shown}]" if ":" in shown and not shown.startswith("[") else shown
         return {"url": f"http://{shown}:{self.port}/?token={self.token}", "token": self.token, "host": self.host,

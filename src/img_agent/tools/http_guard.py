@@ -13,6 +13,7 @@ Errors are JSON-RPC error objects (``id`` null), so an MCP client can show their
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import secrets
 import socket
@@ -30,6 +31,16 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 AUTH_FAILED = -32001
 """JSON-RPC error code of a refused token (server-defined range)."""
 TOO_LARGE = -32600
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback name or address (only this machine can connect)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def new_token() -> str:

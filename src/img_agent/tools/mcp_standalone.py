@@ -10,7 +10,6 @@ request bodies are bounded with a readable error, and a non-loopback bind requir
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -24,7 +23,7 @@ import anyio.to_thread
 
 from img_agent.locations import DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT
 from img_agent.errors import ConfigError, ImgAgentError, StoreError
-from img_agent.tools.http_guard import MAX_HTTP_BODY_BYTES, HttpGuard, new_token, transport_security
+from img_agent.tools.http_guard import MAX_HTTP_BODY_BYTES, HttpGuard, is_loopback, new_token, transport_security
 from img_agent.tools.image_tools import ImageTools, default_sandbox
 from img_agent.tools.mcp_server import ImageMCPServer, ToolsSource, create_server
 
@@ -176,12 +175,3 @@ def http_app(server: ImageMCPServer, settings: Settings, *, host: str, port: int
                 "bearer token required" if token else "no token: loopback only", ", ".join(security.allowed_hosts))
     return HttpGuard(app, token=token)
 
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback name or address (only this machine can connect)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
